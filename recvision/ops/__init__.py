@@ -1,0 +1,1 @@
+"""Linear-recurrence ops shared by the recvision backbones and the recon models."""

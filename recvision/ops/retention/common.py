@@ -1,0 +1,74 @@
+"""Shared input handling for the retention ops (argument checks, default decays, dtype policy)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+__all__ = ["retnet_g_gamma", "check_retention_inputs", "compute_dtype"]
+
+
+def retnet_g_gamma(num_heads: int, device: torch.device | str | None = None) -> torch.Tensor:
+    """RetNet's per-head log decay ``log(1 - 2^(-5 - h))``, the default of flash-linear-attention's retention.
+
+    Sun et al., "Retentive Network" (arXiv 2307.08621), §2.2. Returns a float32 tensor of shape ``[H]``.
+    """
+    h = torch.arange(num_heads, dtype=torch.float64, device=device)
+    return torch.log1p(-torch.pow(2.0, -5.0 - h)).float()
+
+
+def compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    """Accumulation dtype: float64 stays float64, everything else runs in float32."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def check_retention_inputs(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    g_gamma: torch.Tensor | None,
+    scale: float | None,
+    initial_state: torch.Tensor | None,
+) -> tuple[torch.Tensor, float]:
+    """Validate retention inputs and resolve the defaults.
+
+    Args:
+        q: queries ``[B, T, H, K]``.
+        k: keys ``[B, T, H, K]``.
+        v: values ``[B, T, H, V]``.
+        g_gamma: per-head log decay ``[H]`` (all entries ``<= 0``), or ``None`` for RetNet's decays.
+        scale: query scale, or ``None`` for ``K ** -0.5``.
+        initial_state: ``[B, H, K, V]`` or ``None``.
+
+    Returns:
+        ``(g_gamma, scale)`` with the defaults filled in; ``g_gamma`` is float32 on ``q``'s device.
+    """
+    if q.ndim != 4 or k.ndim != 4 or v.ndim != 4:
+        raise ValueError(
+            "retention expects q, k of shape [B, T, H, K] and v of shape [B, T, H, V]; got "
+            f"q {tuple(q.shape)}, k {tuple(k.shape)}, v {tuple(v.shape)}"
+        )
+    if q.shape != k.shape:
+        raise ValueError(f"q and k must have the same shape [B, T, H, K]; got q {tuple(q.shape)}, k {tuple(k.shape)}")
+    if v.shape[:3] != q.shape[:3]:
+        raise ValueError(f"v must be [B, T, H, V] with B, T, H of q {tuple(q.shape[:3])}; got {tuple(v.shape)}")
+    if q.shape[1] == 0:
+        raise ValueError("retention needs at least one time step (T >= 1); got T = 0")
+    if not (q.dtype == k.dtype == v.dtype) or not q.is_floating_point():
+        raise ValueError(f"q, k, v must share one floating dtype; got {q.dtype}, {k.dtype}, {v.dtype}")
+    B, _, H, K = q.shape
+    V = v.shape[-1]
+    if g_gamma is None:
+        g_gamma = retnet_g_gamma(H, device=q.device)
+    if g_gamma.shape != (H,):
+        raise ValueError(f"g_gamma must have shape [H] = [{H}] (log decay per head); got {tuple(g_gamma.shape)}")
+    if bool((g_gamma > 0).any()) or not bool(torch.isfinite(g_gamma).all()):
+        raise ValueError("g_gamma holds log decays and must be finite and <= 0 (decay gamma in (0, 1])")
+    if initial_state is not None and initial_state.shape != (B, H, K, V):
+        raise ValueError(
+            f"initial_state must have shape [B, H, K, V] = {[B, H, K, V]}; got {tuple(initial_state.shape)}"
+        )
+    if scale is None:
+        scale = 1.0 / math.sqrt(K)
+    return g_gamma, float(scale)
