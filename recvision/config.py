@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import importlib.util
 import os
-from contextlib import contextmanager
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 
