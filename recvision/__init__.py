@@ -3,6 +3,6 @@
 Importing the package registers its models with timm, so ``timm.create_model("vir_base")`` works.
 """
 
-from . import config, ops  # noqa: F401
+from . import backbones, config, layers, ops  # noqa: F401
 
 __version__ = "0.1.0"

@@ -1,0 +1,591 @@
+"""ViR: Vision Retention Networks.
+
+Paper: Hatamizadeh, Ranzinger, Lan, Alvarez, Fidler, Kautz, "ViR: Towards Efficient Vision Retention Backbones"
+(arXiv 2310.19731). An isotropic ViT-style encoder whose token mixer is multi-head retention (no softmax): pre-norm
+blocks with LayerScale, a learned absolute position embedding on the patches only, and the class token appended at
+the END of the sequence, so under causal retention it is the one token that has seen the whole image.
+
+The model runs in three equivalent retention modes (``retention_mode``), switchable on a built model with
+:meth:`VisionRetention.set_retention_mode`:
+
+* ``"parallel"``: masked ``(Q K^T ⊙ D) V`` per block, O(T^2) memory;
+* ``"chunkwise"``: parallel inside chunks, recurrent across them (Triton on CUDA, PyTorch on CPU);
+* ``"recurrent"``: the whole network streams over the tokens in blocks of ``stream_block_size`` tokens, every
+  layer carrying an O(1) retention state; nothing of size T x T exists and activations are O(block), not O(T).
+
+No weights are published for ViR; ``pretrained=True`` loads a local file given as
+``pretrained_cfg_overlay=dict(file="path/to/weights.safetensors")``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from functools import partial
+from typing import Any
+
+import torch
+from timm.data import IMAGENET_INCEPTION_MEAN, IMAGENET_INCEPTION_STD
+from timm.layers import (
+    DropPath,
+    LayerScale,
+    LayerType,
+    Mlp,
+    PatchEmbed,
+    get_act_layer,
+    get_device_dtype,
+    get_norm_layer,
+    resample_abs_pos_embed,
+    trunc_normal_,
+)
+from timm.models import build_model_with_cfg, checkpoint_seq, generate_default_cfgs, named_apply, register_model
+from timm.models._features import feature_take_indices
+from timm.models.vision_transformer import init_weights_vit_timm
+from torch import nn
+
+from ..layers.retention import MultiHeadRetention, check_retention_mode
+
+__all__ = ["VisionRetention", "RetentionBlock", "checkpoint_filter_fn"]
+
+_GLOBAL_POOLS = ("", "token", "token_last", "avg", "max", "avgmax")
+
+
+class RetentionBlock(nn.Module):
+    """Pre-norm ViR block: ``x + DropPath(LS(MHR(LN(x))))`` then ``x + DropPath(LS(MLP(LN(x))))``."""
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        mlp_ratio: float = 4.0,
+        qkv_bias: bool = True,
+        proj_bias: bool = True,
+        proj_drop: float = 0.0,
+        drop_path: float = 0.0,
+        init_values: float | None = None,
+        retention_mode: str = "chunkwise",
+        chunk_size: int = 64,
+        act_layer: type[nn.Module] = nn.GELU,
+        norm_layer: type[nn.Module] = nn.LayerNorm,
+        mlp_layer: type[nn.Module] = Mlp,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        """
+        Args:
+            dim: token width.
+            num_heads: retention heads.
+            mlp_ratio: MLP hidden width relative to ``dim``.
+            qkv_bias: bias in the q/k/v projection.
+            proj_bias: bias in the output projections.
+            proj_drop: dropout after the projections.
+            drop_path: stochastic-depth rate.
+            init_values: LayerScale initial value (``None`` disables LayerScale).
+            retention_mode: ``"parallel"``, ``"chunkwise"`` or ``"recurrent"``.
+            chunk_size: tokens per chunk in chunkwise mode.
+            act_layer: MLP activation.
+            norm_layer: normalisation layer.
+            mlp_layer: MLP class.
+            device: factory device.
+            dtype: factory dtype.
+        """
+        dd = {"device": device, "dtype": dtype}
+        super().__init__()
+        self.norm1 = norm_layer(dim, **dd)
+        self.retention = MultiHeadRetention(
+            dim,
+            num_heads=num_heads,
+            qkv_bias=qkv_bias,
+            proj_bias=proj_bias,
+            proj_drop=proj_drop,
+            retention_mode=retention_mode,
+            chunk_size=chunk_size,
+            **dd,
+        )
+        self.ls1 = LayerScale(dim, init_values=init_values, **dd) if init_values else nn.Identity()
+        self.drop_path1 = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
+        self.norm2 = norm_layer(dim, **dd)
+        hidden = int(dim * mlp_ratio)
+        self.mlp = mlp_layer(
+            in_features=dim, hidden_features=hidden, act_layer=act_layer, bias=proj_bias, drop=proj_drop, **dd
+        )
+        self.ls2 = LayerScale(dim, init_values=init_values, **dd) if init_values else nn.Identity()
+        self.drop_path2 = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x``: tokens ``[B, T, C]`` -> ``[B, T, C]``."""
+        x = x + self.drop_path1(self.ls1(self.retention(self.norm1(x))))
+        x = x + self.drop_path2(self.ls2(self.mlp(self.norm2(x))))
+        return x
+
+    def forward_stream(self, x: torch.Tensor, state: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Process the next tokens of a stream: ``x [B, t, C]``, ``state [B, H, D, D]`` -> ``(y, new_state)``."""
+        mixed, state = self.retention.forward_stream(self.norm1(x), state)
+        x = x + self.drop_path1(self.ls1(mixed))
+        x = x + self.drop_path2(self.ls2(self.mlp(self.norm2(x))))
+        return x, state
+
+
+class VisionRetention(nn.Module):
+    """Vision Retention Network (ViR), an isotropic ViT-like backbone with retention instead of attention.
+
+    Follows the timm ``VisionTransformer`` API (``forward_features``, ``forward_head``, ``forward_intermediates``,
+    ``reset_classifier``, ...). ``forward_features`` returns ``[B, N + 1, C]`` tokens with the class token LAST.
+    """
+
+    dynamic_img_size: bool
+
+    def __init__(
+        self,
+        img_size: int | tuple[int, int] = 224,
+        patch_size: int | tuple[int, int] = 16,
+        in_chans: int = 3,
+        num_classes: int = 1000,
+        global_pool: str = "token",
+        embed_dim: int = 768,
+        depth: int = 12,
+        num_heads: int = 12,
+        mlp_ratio: float = 4.0,
+        qkv_bias: bool = True,
+        init_values: float | None = 1e-5,
+        class_token: bool = True,
+        retention_mode: str = "chunkwise",
+        chunk_size: int = 64,
+        stream_block_size: int = 256,
+        dynamic_img_size: bool = False,
+        dynamic_img_pad: bool = False,
+        drop_rate: float = 0.0,
+        pos_drop_rate: float = 0.0,
+        proj_drop_rate: float = 0.0,
+        drop_path_rate: float = 0.0,
+        weight_init: str = "",
+        embed_layer: Callable = PatchEmbed,
+        norm_layer: LayerType | None = None,
+        act_layer: LayerType | None = None,
+        block_fn: type[nn.Module] = RetentionBlock,
+        mlp_layer: type[nn.Module] = Mlp,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        """
+        Args:
+            img_size: input size the position embedding is made for.
+            patch_size: patch size.
+            in_chans: input channels.
+            num_classes: classifier outputs (0 = no classifier).
+            global_pool: ``"token"`` (the class token, which sits last; ``"token_last"`` is an alias),
+                ``"avg"``, ``"max"``, ``"avgmax"`` over patch tokens, or ``""`` (no pooling).
+            embed_dim: token width.
+            depth: number of blocks.
+            num_heads: retention heads per block.
+            mlp_ratio: MLP hidden width relative to ``embed_dim``.
+            qkv_bias: bias in the q/k/v projections.
+            init_values: LayerScale initial value (``None`` disables LayerScale).
+            class_token: append a class token at the end of the sequence.
+            retention_mode: ``"parallel"``, ``"chunkwise"`` or ``"recurrent"``.
+            chunk_size: tokens per chunk in chunkwise mode.
+            stream_block_size: tokens processed together per step of the recurrent (streaming) mode.
+            dynamic_img_size: accept any input size, resampling the position embedding to the patch grid.
+            dynamic_img_pad: pad inputs to a multiple of the patch size.
+            drop_rate: dropout before the classifier.
+            pos_drop_rate: dropout after adding the position embedding.
+            proj_drop_rate: dropout after projections inside the blocks.
+            drop_path_rate: stochastic-depth rate (linearly increasing over the blocks).
+            weight_init: ``""`` (timm ViT init) or ``"skip"``.
+            embed_layer: patch-embedding class.
+            norm_layer: normalisation layer (default LayerNorm, eps 1e-6).
+            act_layer: MLP activation (default GELU).
+            block_fn: block class.
+            mlp_layer: MLP class.
+            device: factory device (``"meta"`` works).
+            dtype: factory dtype.
+        """
+        dd = {"device": device, "dtype": dtype}
+        super().__init__()
+        if global_pool not in _GLOBAL_POOLS:
+            raise ValueError(f"global_pool must be one of {_GLOBAL_POOLS}; got {global_pool!r}")
+        if global_pool in ("token", "token_last") and not class_token:
+            raise ValueError("global_pool='token' needs class_token=True")
+        if stream_block_size < 1:
+            raise ValueError(f"stream_block_size must be >= 1; got {stream_block_size}")
+        norm_layer = get_norm_layer(norm_layer) or partial(nn.LayerNorm, eps=1e-6)
+        act_layer = get_act_layer(act_layer) or nn.GELU
+
+        self.num_classes = num_classes
+        self.global_pool = global_pool
+        self.num_features = self.head_hidden_size = self.embed_dim = embed_dim
+        self.num_prefix_tokens = 0  # the class token is a suffix: it sits after the patches
+        self.num_suffix_tokens = 1 if class_token else 0
+        self.has_class_token = class_token
+        self.no_embed_class = True
+        self.dynamic_img_size = dynamic_img_size
+        self.retention_mode = check_retention_mode(retention_mode)
+        self.stream_block_size = stream_block_size
+        self.grad_checkpointing = False
+
+        embed_args: dict[str, Any] = {}
+        if dynamic_img_size:
+            embed_args.update(dict(strict_img_size=False, output_fmt="NHWC"))
+        self.patch_embed = embed_layer(
+            img_size=img_size,
+            patch_size=patch_size,
+            in_chans=in_chans,
+            embed_dim=embed_dim,
+            dynamic_img_pad=dynamic_img_pad,
+            **embed_args,
+            **dd,
+        )
+        num_patches = self.patch_embed.num_patches
+        reduction = self.patch_embed.feat_ratio() if hasattr(self.patch_embed, "feat_ratio") else patch_size
+
+        self.pos_embed = nn.Parameter(torch.empty(1, num_patches, embed_dim, **dd))
+        self.cls_token = nn.Parameter(torch.empty(1, 1, embed_dim, **dd)) if class_token else None
+        self.pos_drop = nn.Dropout(p=pos_drop_rate)
+
+        dpr = [x.item() for x in torch.linspace(0, drop_path_rate, depth, device="cpu")]
+        self.blocks = nn.Sequential(
+            *[
+                block_fn(
+                    dim=embed_dim,
+                    num_heads=num_heads,
+                    mlp_ratio=mlp_ratio,
+                    qkv_bias=qkv_bias,
+                    init_values=init_values,
+                    proj_drop=proj_drop_rate,
+                    drop_path=dpr[i],
+                    retention_mode=retention_mode,
+                    chunk_size=chunk_size,
+                    norm_layer=norm_layer,
+                    act_layer=act_layer,
+                    mlp_layer=mlp_layer,
+                    **dd,
+                )
+                for i in range(depth)
+            ]
+        )
+        self.feature_info = [dict(module=f"blocks.{i}", num_chs=embed_dim, reduction=reduction) for i in range(depth)]
+        self.norm = norm_layer(embed_dim, **dd)
+        self.head_drop = nn.Dropout(drop_rate)
+        self.head = nn.Linear(embed_dim, num_classes, **dd) if num_classes > 0 else nn.Identity()
+
+        if weight_init != "skip" and self.pos_embed.device.type != "meta":
+            self.init_weights()
+
+    def init_weights(self) -> None:
+        """timm ViT initialisation: truncated-normal position embedding, small class token, trunc-normal linears."""
+        trunc_normal_(self.pos_embed, std=0.02)
+        if self.cls_token is not None:
+            nn.init.normal_(self.cls_token, std=1e-6)
+        named_apply(init_weights_vit_timm, self)
+
+    @torch.jit.ignore
+    def no_weight_decay(self) -> set[str]:
+        return {"pos_embed", "cls_token"}
+
+    @torch.jit.ignore
+    def group_matcher(self, coarse: bool = False) -> dict[str, Any]:
+        return dict(
+            stem=r"^cls_token|pos_embed|patch_embed",
+            blocks=[(r"^blocks\.(\d+)", None), (r"^norm", (99999,))],
+        )
+
+    @torch.jit.ignore
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        self.grad_checkpointing = enable
+
+    @torch.jit.ignore
+    def get_classifier(self) -> nn.Module:
+        return self.head
+
+    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
+        """Replace the classifier with one of ``num_classes`` outputs (0 = identity), optionally changing pooling."""
+        self.num_classes = num_classes
+        if global_pool is not None:
+            if global_pool not in _GLOBAL_POOLS:
+                raise ValueError(f"global_pool must be one of {_GLOBAL_POOLS}; got {global_pool!r}")
+            if global_pool in ("token", "token_last") and not self.has_class_token:
+                raise ValueError("global_pool='token' needs a class token")
+            self.global_pool = global_pool
+        dd = get_device_dtype(self)
+        self.head = nn.Linear(self.embed_dim, num_classes, **dd) if num_classes > 0 else nn.Identity()
+
+    def set_retention_mode(self, mode: str) -> None:
+        """Switch every block to ``"parallel"``, ``"chunkwise"`` or ``"recurrent"`` retention."""
+        self.retention_mode = check_retention_mode(mode)
+        for block in self.blocks:
+            block.retention.retention_mode = mode
+
+    def set_input_size(self, img_size: int | tuple[int, int] | None = None) -> None:
+        """Change the input size the model is built for, resampling the position embedding."""
+        prev_grid = self.patch_embed.grid_size
+        self.patch_embed.set_input_size(img_size=img_size)
+        if self.patch_embed.grid_size != prev_grid:
+            self.pos_embed = nn.Parameter(
+                resample_abs_pos_embed(self.pos_embed, self.patch_embed.grid_size, prev_grid, num_prefix_tokens=0),
+                requires_grad=self.pos_embed.requires_grad,
+            )
+
+    def _pos_embed(self, x: torch.Tensor) -> torch.Tensor:
+        # x: [B, N, C], or [B, H', W', C] with dynamic_img_size -> [B, N (+1), C]
+        if self.dynamic_img_size:
+            B, H, W, C = x.shape
+            pos_embed = resample_abs_pos_embed(
+                self.pos_embed, new_size=(H, W), old_size=self.patch_embed.grid_size, num_prefix_tokens=0
+            )
+            x = x.reshape(B, H * W, C)
+        else:
+            pos_embed = self.pos_embed
+        x = x + pos_embed
+        if self.cls_token is not None:
+            x = torch.cat([x, self.cls_token.expand(x.shape[0], -1, -1)], dim=1)
+        return self.pos_drop(x)
+
+    def _embed(self, x: torch.Tensor) -> torch.Tensor:
+        return self._pos_embed(self.patch_embed(x))
+
+    def _stream_blocks(
+        self, x: torch.Tensor, blocks: nn.Sequential, take_indices: list[int] | None = None
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Recurrent mode: run all ``blocks`` over ``x [B, T, C]`` block-of-tokens by block-of-tokens.
+
+        Every layer keeps only its retention state between token blocks, so the working memory does not grow
+        with T. Returns the last block's output ``[B, T, C]`` and the outputs of the blocks in ``take_indices``.
+        """
+        take = set(take_indices or [])
+        states: list[torch.Tensor | None] = [None] * len(blocks)
+        outputs: list[torch.Tensor] = []
+        taken: dict[int, list[torch.Tensor]] = {i: [] for i in take}
+        for start in range(0, x.shape[1], self.stream_block_size):
+            h = x[:, start : start + self.stream_block_size]
+            for i, block in enumerate(blocks):
+                h, states[i] = block.forward_stream(h, states[i])
+                if i in take:
+                    taken[i].append(h)
+            outputs.append(h)
+        return torch.cat(outputs, dim=1), [torch.cat(taken[i], dim=1) for i in sorted(take)]
+
+    def forward_intermediates(
+        self,
+        x: torch.Tensor,
+        indices: int | list[int] | None = None,
+        return_prefix_tokens: bool = False,
+        norm: bool = False,
+        stop_early: bool = False,
+        output_fmt: str = "NCHW",
+        intermediates_only: bool = False,
+    ) -> list[torch.Tensor] | tuple[torch.Tensor, list[torch.Tensor]]:
+        """Forward that also returns the outputs of selected blocks.
+
+        Args:
+            x: images ``[B, C, H, W]``.
+            indices: last ``n`` blocks if an int, all if ``None``, else the listed block indices.
+            return_prefix_tokens: return ``(patch_tokens, class_token)`` pairs (timm's name; ViR's class token
+                is a suffix, ``[B, 1, C]``).
+            norm: apply the final norm to the intermediates.
+            stop_early: stop after the last requested block.
+            output_fmt: ``"NCHW"`` (``[B, C, H', W']`` patch maps) or ``"NLC"`` (``[B, N, C]``).
+            intermediates_only: return only the intermediates.
+
+        Returns:
+            ``(final_features [B, N + 1, C], intermediates)`` or just the intermediates.
+        """
+        if output_fmt not in ("NCHW", "NLC"):
+            raise ValueError(f"output_fmt must be 'NCHW' or 'NLC'; got {output_fmt!r}")
+        take_indices, max_index = feature_take_indices(len(self.blocks), indices)
+        B, _, height, width = x.shape
+        x = self._embed(x)
+        blocks = self.blocks[: max_index + 1] if stop_early else self.blocks
+
+        if self.retention_mode == "recurrent":
+            x, intermediates = self._stream_blocks(x, blocks, take_indices)
+        else:
+            intermediates = []
+            for i, block in enumerate(blocks):
+                if self.grad_checkpointing and not torch.jit.is_scripting():
+                    x = torch.utils.checkpoint.checkpoint(block, x, use_reentrant=False)
+                else:
+                    x = block(x)
+                if i in take_indices:
+                    intermediates.append(x)
+        if norm:
+            intermediates = [self.norm(y) for y in intermediates]
+
+        n_patch = x.shape[1] - self.num_suffix_tokens
+        suffix_tokens = [y[:, n_patch:] for y in intermediates]
+        intermediates = [y[:, :n_patch] for y in intermediates]
+        if output_fmt == "NCHW":
+            grid_h, grid_w = self.patch_embed.dynamic_feat_size((height, width))
+            intermediates = [y.reshape(B, grid_h, grid_w, -1).permute(0, 3, 1, 2).contiguous() for y in intermediates]
+        if return_prefix_tokens and self.num_suffix_tokens:
+            intermediates = list(zip(intermediates, suffix_tokens, strict=True))
+        if intermediates_only:
+            return intermediates
+        return self.norm(x), intermediates
+
+    def prune_intermediate_layers(
+        self, indices: int | list[int] = 1, prune_norm: bool = False, prune_head: bool = True
+    ) -> list[int]:
+        """Drop the blocks (and optionally norm and head) not needed for the intermediates ``indices``."""
+        take_indices, max_index = feature_take_indices(len(self.blocks), indices)
+        self.blocks = self.blocks[: max_index + 1]
+        self.feature_info = self.feature_info[: max_index + 1]
+        if prune_norm:
+            self.norm = nn.Identity()
+        if prune_head:
+            self.reset_classifier(0, "")
+        return take_indices
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Images ``[B, C, H, W]`` -> normalised tokens ``[B, N + 1, C]`` (class token last)."""
+        x = self._embed(x)
+        if self.retention_mode == "recurrent":
+            x, _ = self._stream_blocks(x, self.blocks)
+        elif self.grad_checkpointing and not torch.jit.is_scripting():
+            x = checkpoint_seq(self.blocks, x)
+        else:
+            x = self.blocks(x)
+        return self.norm(x)
+
+    def pool(self, x: torch.Tensor) -> torch.Tensor:
+        """Pool tokens ``[B, N + 1, C]`` to ``[B, C]`` according to ``global_pool`` (no-op for ``""``)."""
+        if self.global_pool in ("token", "token_last"):
+            return x[:, -1]
+        patches = x[:, : x.shape[1] - self.num_suffix_tokens]
+        if self.global_pool == "avg":
+            return patches.mean(dim=1)
+        if self.global_pool == "max":
+            return patches.amax(dim=1)
+        if self.global_pool == "avgmax":
+            return 0.5 * (patches.mean(dim=1) + patches.amax(dim=1))
+        return x
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        """Tokens ``[B, N + 1, C]`` -> logits ``[B, num_classes]`` (or pooled features if ``pre_logits``)."""
+        x = self.head_drop(self.pool(x))
+        return x if pre_logits else self.head(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Images ``[B, C, H, W]`` -> logits ``[B, num_classes]``."""
+        return self.forward_head(self.forward_features(x))
+
+
+def checkpoint_filter_fn(state_dict: dict[str, torch.Tensor], model: VisionRetention) -> dict[str, torch.Tensor]:
+    """Adapt a checkpoint to ``model``: unwrap ``model``/``state_dict`` containers, resample the patch grid of
+    the position embedding to the model's, and resample the patch-embedding kernel if the patch size differs."""
+    from timm.layers import resample_patch_embed
+
+    state_dict = state_dict.get("model", state_dict)
+    state_dict = state_dict.get("state_dict", state_dict)
+    out = {}
+    for key, value in state_dict.items():
+        if key == "pos_embed" and value.shape != model.pos_embed.shape:
+            old_side = math.isqrt(value.shape[1])
+            if old_side * old_side != value.shape[1]:
+                raise ValueError(
+                    f"checkpoint pos_embed has {value.shape[1]} positions, not a square grid; cannot resample "
+                    f"to the model's grid {model.patch_embed.grid_size}"
+                )
+            value = resample_abs_pos_embed(
+                value, new_size=model.patch_embed.grid_size, old_size=(old_side, old_side), num_prefix_tokens=0
+            )
+        elif key == "patch_embed.proj.weight" and value.shape[-2:] != model.patch_embed.proj.weight.shape[-2:]:
+            value = resample_patch_embed(value, list(model.patch_embed.proj.weight.shape[-2:]))
+        out[key] = value
+    return out
+
+
+def _cfg(url: str = "", **kwargs: Any) -> dict[str, Any]:
+    return {
+        "url": url,
+        "num_classes": 1000,
+        "input_size": (3, 224, 224),
+        "pool_size": None,
+        "crop_pct": 0.9,
+        "interpolation": "bicubic",
+        "fixed_input_size": True,
+        "mean": IMAGENET_INCEPTION_MEAN,
+        "std": IMAGENET_INCEPTION_STD,
+        "first_conv": "patch_embed.proj",
+        "classifier": "head",
+        "license": "apache-2.0",
+        "paper_ids": "arXiv:2310.19731",
+        "paper_name": "ViR: Towards Efficient Vision Retention Backbones",
+        "notes": ("No official weights exist; pass pretrained_cfg_overlay=dict(file=...) to load local weights.",),
+        **kwargs,
+    }
+
+
+default_cfgs = generate_default_cfgs(
+    {
+        "vir_tiny": _cfg(),
+        "vir_small": _cfg(),
+        "vir_base": _cfg(),
+        "vir_large": _cfg(),
+        "test_vir": _cfg(input_size=(3, 32, 32), fixed_input_size=False),
+    }
+)
+
+
+def _weights_source(pretrained_cfg: Any, overlay: dict[str, Any] | None) -> Any:
+    sources = ("file", "url", "state_dict", "hf_hub_id")
+    for cfg in (overlay or {}, pretrained_cfg):
+        if isinstance(cfg, dict):
+            found = next((cfg[k] for k in sources if cfg.get(k)), None)
+        else:
+            found = next((getattr(cfg, k) for k in sources if getattr(cfg, k, None)), None)
+        if found:
+            return found
+    return None
+
+
+def _create_vir(variant: str, pretrained: bool = False, **kwargs: Any) -> VisionRetention:
+    out_indices = kwargs.pop("out_indices", 3)
+    if pretrained and _weights_source(kwargs.get("pretrained_cfg"), kwargs.get("pretrained_cfg_overlay")) is None:
+        # timm would only warn and return random weights; no ViR weights are hosted anywhere.
+        raise ValueError(
+            f"{variant}: pretrained=True needs local weights, e.g. "
+            "pretrained_cfg_overlay=dict(file='vir.safetensors'); no ViR weights are published"
+        )
+    return build_model_with_cfg(
+        VisionRetention,
+        variant,
+        pretrained,
+        pretrained_filter_fn=checkpoint_filter_fn,
+        feature_cfg=dict(out_indices=out_indices, feature_cls="getter"),
+        **kwargs,
+    )
+
+
+@register_model
+def vir_tiny(pretrained: bool = False, **kwargs: Any) -> VisionRetention:
+    """ViR-T/16: width 192, depth 12, 3 heads."""
+    model_args = dict(patch_size=16, embed_dim=192, depth=12, num_heads=3)
+    return _create_vir("vir_tiny", pretrained=pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def vir_small(pretrained: bool = False, **kwargs: Any) -> VisionRetention:
+    """ViR-S/16: width 384, depth 12, 6 heads."""
+    model_args = dict(patch_size=16, embed_dim=384, depth=12, num_heads=6)
+    return _create_vir("vir_small", pretrained=pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def vir_base(pretrained: bool = False, **kwargs: Any) -> VisionRetention:
+    """ViR-B/16: width 768, depth 12, 12 heads."""
+    model_args = dict(patch_size=16, embed_dim=768, depth=12, num_heads=12)
+    return _create_vir("vir_base", pretrained=pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def vir_large(pretrained: bool = False, **kwargs: Any) -> VisionRetention:
+    """ViR-L/16: width 1024, depth 24, 16 heads."""
+    model_args = dict(patch_size=16, embed_dim=1024, depth=24, num_heads=16)
+    return _create_vir("vir_large", pretrained=pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def test_vir(pretrained: bool = False, **kwargs: Any) -> VisionRetention:
+    """Tiny ViR for tests: 32 px, patch 8, width 64, depth 4, 2 heads."""
+    model_args = dict(img_size=32, patch_size=8, embed_dim=64, depth=4, num_heads=2, chunk_size=16)
+    return _create_vir("test_vir", pretrained=pretrained, **dict(model_args, **kwargs))
