@@ -288,3 +288,23 @@ def test_registered_models_forward_at_default_size(name):
     with torch.inference_mode():
         out = model(torch.randn(1, *model.pretrained_cfg["input_size"]))
     assert out.shape == (1, 10) and torch.isfinite(out).all()
+
+
+@pytest.mark.triton
+@pytest.mark.parametrize("mode", ["chunkwise", "recurrent"])
+def test_triton_path_matches_torch_inside_model(mode, triton_device, monkeypatch):
+    model = make(retention_mode=mode, stream_block_size=8).to(triton_device)
+    x = torch.randn(1, 3, 32, 32, device=triton_device, requires_grad=True)
+    with recvision.config.backend("torch"):
+        ref = model(x)
+        (ref_grad,) = torch.autograd.grad(ref.square().sum(), x)
+    def forbidden(*args, **kwargs):
+        raise AssertionError("the Triton backend fell back to PyTorch")
+
+    monkeypatch.setattr("recvision.ops.retention.chunk.naive_chunk_retention", forbidden)
+    monkeypatch.setattr("recvision.ops.retention.fused_recurrent.naive_recurrent_retention", forbidden)
+    with recvision.config.backend("triton"):
+        out = model(x)
+        (grad,) = torch.autograd.grad(out.square().sum(), x)
+    torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(grad, ref_grad, rtol=1e-3, atol=1e-4)
