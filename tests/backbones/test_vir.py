@@ -298,6 +298,7 @@ def test_triton_path_matches_torch_inside_model(mode, triton_device, monkeypatch
     with recvision.config.backend("torch"):
         ref = model(x)
         (ref_grad,) = torch.autograd.grad(ref.square().sum(), x)
+
     def forbidden(*args, **kwargs):
         raise AssertionError("the Triton backend fell back to PyTorch")
 

@@ -42,7 +42,7 @@ def check_retention_inputs(
         initial_state: ``[B, H, K, V]`` or ``None``.
 
     Returns:
-        ``(g_gamma, scale)`` with the defaults filled in; ``g_gamma`` is float32 on ``q``'s device.
+        ``(g_gamma, scale)`` with the defaults filled in (a default ``g_gamma`` is float32 on ``q``'s device).
     """
     if q.ndim != 4 or k.ndim != 4 or v.ndim != 4:
         raise ValueError(
@@ -61,6 +61,8 @@ def check_retention_inputs(
     V = v.shape[-1]
     if g_gamma is None:
         g_gamma = retnet_g_gamma(H, device=q.device)
+    if not isinstance(g_gamma, torch.Tensor):
+        raise ValueError(f"g_gamma must be a tensor of shape [H] = [{H}]; got {type(g_gamma).__name__}")
     if g_gamma.shape != (H,):
         raise ValueError(f"g_gamma must have shape [H] = [{H}] (log decay per head); got {tuple(g_gamma.shape)}")
     if bool((g_gamma > 0).any()) or not bool(torch.isfinite(g_gamma).all()):

@@ -117,7 +117,8 @@ def naive_chunk_retention(
     scores = (qc @ kc.transpose(-1, -2)) * intra_decay[None, :, None]  # [B, H, N, C, C]
     o = scores @ vc
 
-    key_decay = torch.exp(g * (lengths.view(1, N, 1) - 1 - pos.view(1, 1, C)))  # [H, N, C]
+    # padded positions of the last chunk would get negative exponents; their keys are zero, so clamp them to 0
+    key_decay = torch.exp(g * (lengths.view(1, N, 1) - 1 - pos.view(1, 1, C)).clamp(min=0))  # [H, N, C]
     chunk_updates = (kc * key_decay[None, ..., None]).transpose(-1, -2) @ vc  # [B, H, N, K, V]
     chunk_decay = torch.exp(g.view(H, 1) * lengths.view(1, N)).view(1, H, N, 1, 1)
 
