@@ -105,30 +105,34 @@ def naive_chunk_retention(
             x = torch.nn.functional.pad(x, (0, 0, 0, pad))
         return x.reshape(B, H, N, C, x.shape[-1])
 
-    qc, kc, vc = to_chunks(q) * scale, to_chunks(k), to_chunks(v)
+    qc, kc, vc = to_chunks(q), to_chunks(k), to_chunks(v)
     g = g_gamma.to(dtype).view(H, 1, 1)
     pos = torch.arange(C, device=device, dtype=dtype)
     lengths = torch.full((N,), float(C), device=device, dtype=dtype)
     lengths[-1] = C - pad
 
+    # the query scale is folded into the two decay tables that multiply q-rows
     diff = pos[:, None] - pos[None, :]
-    causal = diff >= 0
-    intra_decay = torch.where(causal, torch.exp(g * diff.clamp(min=0)), torch.zeros((), dtype=dtype, device=device))
-    scores = (qc @ kc.transpose(-1, -2)) * intra_decay[None, :, None]  # [B, H, N, C, C]
-    o = scores @ vc
-
+    zero = torch.zeros((), dtype=dtype, device=device)
+    intra_decay = torch.where(diff >= 0, scale * torch.exp(g * diff.clamp(min=0)), zero)  # [H, C, C]
+    query_decay = (scale * torch.exp(g * (pos + 1))).view(1, H, 1, C, 1)
     # padded positions of the last chunk would get negative exponents; their keys are zero, so clamp them to 0
     key_decay = torch.exp(g * (lengths.view(1, N, 1) - 1 - pos.view(1, 1, C)).clamp(min=0))  # [H, N, C]
-    chunk_updates = (kc * key_decay[None, ..., None]).transpose(-1, -2) @ vc  # [B, H, N, K, V]
     chunk_decay = torch.exp(g.view(H, 1) * lengths.view(1, N)).view(1, H, N, 1, 1)
 
+    chunk_updates = (kc * key_decay[None, ..., None]).transpose(-1, -2) @ vc  # [B, H, N, K, V]
     state = q.new_zeros(B, H, K, V, dtype=dtype) if initial_state is None else initial_state.to(dtype)
-    states_before = []
+    states_before = torch.empty(B, H, N, K, V, dtype=dtype, device=device)
     for c in range(N):
-        states_before.append(state)
-        state = chunk_decay[:, :, c] * state + chunk_updates[:, :, c]
-    query_decay = torch.exp(g * (pos + 1)).view(1, H, 1, C, 1)
-    o = o + (qc * query_decay) @ torch.stack(states_before, dim=2)
+        states_before[:, :, c] = state
+        state = torch.addcmul(chunk_updates[:, :, c], chunk_decay[:, :, c], state)
+
+    scores = qc @ kc.transpose(-1, -2)  # [B, H, N, C, C]
+    o = qc @ states_before  # [B, H, N, C, V]
+    if torch.is_grad_enabled():
+        o = o * query_decay + (scores * intra_decay[None, :, None]) @ vc
+    else:  # inference: the same arithmetic, in place, to spare two full-size temporaries
+        o.mul_(query_decay).add_(scores.mul_(intra_decay[None, :, None]) @ vc)
 
     o = o.reshape(B, H, N * C, V)[:, :, :T].transpose(1, 2).to(q.dtype)
     return o, (state if output_final_state else None)
