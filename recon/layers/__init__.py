@@ -1,0 +1,5 @@
+"""Reusable ``nn.Module`` building blocks for MRI reconstruction networks."""
+
+from recon.layers.dc import ConjugateGradientDC, HardDataConsistency, LogLikelihoodGradient, SoftDataConsistency
+
+__all__ = ["ConjugateGradientDC", "HardDataConsistency", "LogLikelihoodGradient", "SoftDataConsistency"]
