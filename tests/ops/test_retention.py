@@ -379,3 +379,18 @@ def test_default_decay_and_scale(fn: RetentionFn) -> None:
     o_no_decay, _ = fn(q, k, v, torch.zeros(H), None, h0, True)
     assert not torch.allclose(o_default, o_scale_one)
     assert not torch.allclose(o_default, o_no_decay)
+
+
+@pytest.mark.parametrize("T", [64, 200])
+@pytest.mark.parametrize("group_size", [1, 64, 100, 512])
+def test_naive_chunk_inference_mode_and_groups_match(T: int, group_size: int) -> None:
+    """The in-place inference branch and every grouping of chunks give the recurrent result."""
+    B, H, K, V = 2, 3, 8, 6
+    q, k, v = (torch.randn(B, T, H, d) for d in (K, K, V))
+    g = torch.log(torch.tensor([0.9, 0.97, 1.0]))
+    s0 = torch.randn(B, H, K, V)
+    ref, ref_state = naive_recurrent_retention(q, k, v, g, None, s0, True)
+    with torch.inference_mode():
+        o, state = naive_chunk_retention(q, k, v, g, None, s0, True, chunk_size=16, group_size=group_size)
+    torch.testing.assert_close(o, ref, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(state, ref_state, rtol=1e-5, atol=1e-5)
