@@ -20,7 +20,7 @@ No weights are published for ViR; ``pretrained=True`` loads a local file given a
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from functools import partial
 from typing import Any
 
@@ -343,25 +343,66 @@ class VisionRetention(nn.Module):
     def _embed(self, x: torch.Tensor) -> torch.Tensor:
         return self._pos_embed(self.patch_embed(x))
 
-    def _stream_blocks(
-        self, x: torch.Tensor, blocks: nn.Sequential, take_indices: list[int] | None = None
-    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """Recurrent mode: run all ``blocks`` over ``x [B, T, C]`` block-of-tokens by block-of-tokens.
+    def _token_stream(self, x: torch.Tensor) -> Iterator[torch.Tensor]:
+        """Recurrent mode: yield the embedded tokens of images ``x [B, C, H, W]`` in order, at most
+        ``stream_block_size`` at a time (class token last), embedding a band of patch rows at a time so that no
+        tensor of all T tokens is made (except a resampled position embedding with ``dynamic_img_size``)."""
+        embed = self.patch_embed
+        size = self.stream_block_size
+        if embed.dynamic_img_pad or not isinstance(embed, PatchEmbed):
+            tokens = self._embed(x)
+            for start in range(0, tokens.shape[1], size):
+                yield tokens[:, start : start + size]
+            return
+        B, _, H, W = x.shape
+        if not self.dynamic_img_size and (H, W) != tuple(embed.img_size):
+            raise ValueError(
+                f"input size {(H, W)} does not match the model's img_size {tuple(embed.img_size)}; "
+                "create the model with dynamic_img_size=True to accept other sizes"
+            )
+        grid_h, grid_w = embed.dynamic_feat_size((H, W))
+        if self.dynamic_img_size:
+            pos_embed = resample_abs_pos_embed(self.pos_embed, (grid_h, grid_w), embed.grid_size, num_prefix_tokens=0)
+        else:
+            pos_embed = self.pos_embed
+        patch_h = embed.patch_size[0]
+        rows = max(1, size // grid_w)
+        for row in range(0, grid_h, rows):
+            last_row = min(grid_h, row + rows)
+            band = embed.proj(x[:, :, row * patch_h : last_row * patch_h])  # [B, C, rows, grid_w]
+            band = embed.norm(band.flatten(2).transpose(1, 2))  # [B, rows * grid_w, C]
+            band = self.pos_drop(band + pos_embed[:, row * grid_w : last_row * grid_w])
+            for start in range(0, band.shape[1], size):
+                yield band[:, start : start + size]
+        if self.cls_token is not None:
+            yield self.pos_drop(self.cls_token.expand(B, -1, -1))
 
-        Every layer keeps only its retention state between token blocks, so the working memory does not grow
-        with T. Returns the last block's output ``[B, T, C]`` and the outputs of the blocks in ``take_indices``.
+    def _stream_blocks(
+        self,
+        token_blocks: Iterable[torch.Tensor],
+        blocks: nn.Sequential,
+        take_indices: list[int] | None = None,
+        keep_all: bool = True,
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Recurrent mode: run all ``blocks`` over a stream of token blocks ``[B, t, C]``.
+
+        Every layer keeps only its retention state ``[B, H, D, D]`` between token blocks, so the working memory
+        does not grow with T. Returns the last layer's output (all tokens ``[B, T, C]``, or with
+        ``keep_all=False`` only the final token block) and the outputs of the layers in ``take_indices``.
         """
         take = set(take_indices or [])
         states: list[torch.Tensor | None] = [None] * len(blocks)
         outputs: list[torch.Tensor] = []
         taken: dict[int, list[torch.Tensor]] = {i: [] for i in take}
-        for start in range(0, x.shape[1], self.stream_block_size):
-            h = x[:, start : start + self.stream_block_size]
+        for h in token_blocks:
             for i, block in enumerate(blocks):
                 h, states[i] = block.forward_stream(h, states[i])
                 if i in take:
                     taken[i].append(h)
-            outputs.append(h)
+            if keep_all:
+                outputs.append(h)
+            else:
+                outputs = [h]
         return torch.cat(outputs, dim=1), [torch.cat(taken[i], dim=1) for i in sorted(take)]
 
     def forward_intermediates(
@@ -393,12 +434,12 @@ class VisionRetention(nn.Module):
             raise ValueError(f"output_fmt must be 'NCHW' or 'NLC'; got {output_fmt!r}")
         take_indices, max_index = feature_take_indices(len(self.blocks), indices)
         B, _, height, width = x.shape
-        x = self._embed(x)
         blocks = self.blocks[: max_index + 1] if stop_early else self.blocks
 
         if self.retention_mode == "recurrent":
-            x, intermediates = self._stream_blocks(x, blocks, take_indices)
+            x, intermediates = self._stream_blocks(self._token_stream(x), blocks, take_indices)
         else:
+            x = self._embed(x)
             intermediates = []
             for i, block in enumerate(blocks):
                 if self.grad_checkpointing and not torch.jit.is_scripting():
@@ -437,10 +478,11 @@ class VisionRetention(nn.Module):
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Images ``[B, C, H, W]`` -> normalised tokens ``[B, N + 1, C]`` (class token last)."""
-        x = self._embed(x)
         if self.retention_mode == "recurrent":
-            x, _ = self._stream_blocks(x, self.blocks)
-        elif self.grad_checkpointing and not torch.jit.is_scripting():
+            x, _ = self._stream_blocks(self._token_stream(x), self.blocks)
+            return self.norm(x)
+        x = self._embed(x)
+        if self.grad_checkpointing and not torch.jit.is_scripting():
             x = checkpoint_seq(self.blocks, x)
         else:
             x = self.blocks(x)
@@ -466,6 +508,10 @@ class VisionRetention(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Images ``[B, C, H, W]`` -> logits ``[B, num_classes]``."""
+        if self.retention_mode == "recurrent" and self.global_pool in ("token", "token_last"):
+            # only the class token (the last one) is read: keep no other outputs, so memory stays O(block)
+            last, _ = self._stream_blocks(self._token_stream(x), self.blocks, keep_all=False)
+            return self.forward_head(self.norm(last))
         return self.forward_head(self.forward_features(x))
 
 

@@ -309,3 +309,17 @@ def test_triton_path_matches_torch_inside_model(mode, triton_device, monkeypatch
         (grad,) = torch.autograd.grad(out.square().sum(), x)
     torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(grad, ref_grad, rtol=1e-3, atol=1e-4)
+
+
+@pytest.mark.parametrize("kwargs, size", [({}, (32, 32)), (dict(dynamic_img_size=True), (40, 24))])
+def test_recurrent_forward_streams_embedding_and_matches(kwargs, size):
+    model = make(stream_block_size=3, **kwargs)
+    x = torch.randn(2, 3, *size)
+    ref = model(x)
+    model.set_retention_mode("recurrent")
+    torch.testing.assert_close(model(x), ref, rtol=1e-4, atol=1e-4)
+    blocks = list(model._token_stream(x))
+    assert max(b.shape[1] for b in blocks) <= 3 and blocks[-1].shape[1] == 1  # class token comes last, alone
+    if not kwargs:
+        with pytest.raises(ValueError, match="img_size"):
+            model(torch.randn(1, 3, 40, 40))
