@@ -50,6 +50,13 @@ __all__ = ["VisionRetention", "RetentionBlock", "checkpoint_filter_fn"]
 _GLOBAL_POOLS = ("", "token", "token_last", "avg", "max", "avgmax")
 
 
+def _residual(x: torch.Tensor, branch: torch.Tensor, layer_scale: nn.Module, drop_path: nn.Module) -> torch.Tensor:
+    """``x + DropPath(LayerScale(branch))``; without DropPath, one fused ``addcmul`` (no scaled temporary)."""
+    if isinstance(drop_path, nn.Identity) and isinstance(layer_scale, LayerScale):
+        return torch.addcmul(x, branch, layer_scale.gamma)
+    return x + drop_path(layer_scale(branch))
+
+
 class RetentionBlock(nn.Module):
     """Pre-norm ViR block: ``x + DropPath(LS(MHR(LN(x))))`` then ``x + DropPath(LS(MLP(LN(x))))``."""
 
@@ -114,16 +121,14 @@ class RetentionBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``x``: tokens ``[B, T, C]`` -> ``[B, T, C]``."""
-        x = x + self.drop_path1(self.ls1(self.retention(self.norm1(x))))
-        x = x + self.drop_path2(self.ls2(self.mlp(self.norm2(x))))
-        return x
+        x = _residual(x, self.retention(self.norm1(x)), self.ls1, self.drop_path1)
+        return _residual(x, self.mlp(self.norm2(x)), self.ls2, self.drop_path2)
 
     def forward_stream(self, x: torch.Tensor, state: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         """Process the next tokens of a stream: ``x [B, t, C]``, ``state [B, H, D, D]`` -> ``(y, new_state)``."""
         mixed, state = self.retention.forward_stream(self.norm1(x), state)
-        x = x + self.drop_path1(self.ls1(mixed))
-        x = x + self.drop_path2(self.ls2(self.mlp(self.norm2(x))))
-        return x, state
+        x = _residual(x, mixed, self.ls1, self.drop_path1)
+        return _residual(x, self.mlp(self.norm2(x)), self.ls2, self.drop_path2), state
 
 
 class VisionRetention(nn.Module):
