@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 
 import torch
+from timm.models import register_notrace_module
 from torch import nn
 
 from ..ops.retention import chunk_retention, fused_recurrent_retention, parallel_retention
@@ -31,6 +32,7 @@ def check_retention_mode(mode: str) -> str:
     return mode
 
 
+@register_notrace_module  # FX feature extraction treats the mixer as a leaf (its ops check inputs eagerly)
 class MultiHeadRetention(nn.Module):
     """Causal multi-head retention over a token sequence.
 

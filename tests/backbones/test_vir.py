@@ -323,3 +323,15 @@ def test_recurrent_forward_streams_embedding_and_matches(kwargs, size):
     if not kwargs:
         with pytest.raises(ValueError, match="img_size"):
             model(torch.randn(1, 3, 40, 40))
+
+
+def test_fx_feature_extraction_matches_eager():
+    """timm's FX tests: the model traces with the retention mixer as a leaf, and the traced graph is exact."""
+    from timm.models._features_fx import create_feature_extractor, get_graph_node_names
+
+    model = make()
+    x = torch.randn(2, 3, 32, 32)
+    _, eval_nodes = get_graph_node_names(model)
+    assert any("retention" in n for n in eval_nodes)
+    extractor = create_feature_extractor(model, return_nodes=[eval_nodes[-1]])
+    torch.testing.assert_close(next(iter(extractor(x).values())), model(x))
