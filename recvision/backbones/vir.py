@@ -25,7 +25,6 @@ from functools import partial
 from typing import Any
 
 import torch
-from timm.data import IMAGENET_INCEPTION_MEAN, IMAGENET_INCEPTION_STD
 from timm.layers import (
     DropPath,
     LayerScale,
@@ -33,7 +32,6 @@ from timm.layers import (
     Mlp,
     PatchEmbed,
     get_act_layer,
-    get_device_dtype,
     get_norm_layer,
     resample_abs_pos_embed,
     trunc_normal_,
@@ -44,17 +42,11 @@ from timm.models.vision_transformer import init_weights_vit_timm
 from torch import nn
 
 from ..layers.retention import MultiHeadRetention, check_retention_mode
+from ._common import IsotropicClassifierMixin, cfg, check_pretrained_source, residual
 
 __all__ = ["VisionRetention", "RetentionBlock", "checkpoint_filter_fn"]
 
 _GLOBAL_POOLS = ("", "token", "token_last", "avg", "max", "avgmax")
-
-
-def _residual(x: torch.Tensor, branch: torch.Tensor, layer_scale: nn.Module, drop_path: nn.Module) -> torch.Tensor:
-    """``x + DropPath(LayerScale(branch))``; without DropPath, one fused ``addcmul`` (no scaled temporary)."""
-    if isinstance(drop_path, nn.Identity) and isinstance(layer_scale, LayerScale):
-        return torch.addcmul(x, branch, layer_scale.gamma)
-    return x + drop_path(layer_scale(branch))
 
 
 class RetentionBlock(nn.Module):
@@ -121,17 +113,17 @@ class RetentionBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``x``: tokens ``[B, T, C]`` -> ``[B, T, C]``."""
-        x = _residual(x, self.retention(self.norm1(x)), self.ls1, self.drop_path1)
-        return _residual(x, self.mlp(self.norm2(x)), self.ls2, self.drop_path2)
+        x = residual(x, self.retention(self.norm1(x)), self.ls1, self.drop_path1)
+        return residual(x, self.mlp(self.norm2(x)), self.ls2, self.drop_path2)
 
     def forward_stream(self, x: torch.Tensor, state: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         """Process the next tokens of a stream: ``x [B, t, C]``, ``state [B, H, D, D]`` -> ``(y, new_state)``."""
         mixed, state = self.retention.forward_stream(self.norm1(x), state)
-        x = _residual(x, mixed, self.ls1, self.drop_path1)
-        return _residual(x, self.mlp(self.norm2(x)), self.ls2, self.drop_path2), state
+        x = residual(x, mixed, self.ls1, self.drop_path1)
+        return residual(x, self.mlp(self.norm2(x)), self.ls2, self.drop_path2), state
 
 
-class VisionRetention(nn.Module):
+class VisionRetention(IsotropicClassifierMixin, nn.Module):
     """Vision Retention Network (ViR), an isotropic ViT-like backbone with retention instead of attention.
 
     Follows the timm ``VisionTransformer`` API (``forward_features``, ``forward_head``, ``forward_intermediates``,
@@ -207,20 +199,17 @@ class VisionRetention(nn.Module):
         """
         dd = {"device": device, "dtype": dtype}
         super().__init__()
-        if global_pool not in _GLOBAL_POOLS:
-            raise ValueError(f"global_pool must be one of {_GLOBAL_POOLS}; got {global_pool!r}")
-        if global_pool in ("token", "token_last") and not class_token:
-            raise ValueError("global_pool='token' needs class_token=True")
         if stream_block_size < 1:
             raise ValueError(f"stream_block_size must be >= 1; got {stream_block_size}")
         norm_layer = get_norm_layer(norm_layer) or partial(nn.LayerNorm, eps=1e-6)
         act_layer = get_act_layer(act_layer) or nn.GELU
 
         self.num_classes = num_classes
-        self.global_pool = global_pool
+        self.num_suffix_tokens = 1 if class_token else 0  # the class token sits after the patches
+        self.global_pools = _GLOBAL_POOLS
+        self.global_pool = self.check_global_pool(global_pool)
         self.num_features = self.head_hidden_size = self.embed_dim = embed_dim
-        self.num_prefix_tokens = 0  # the class token is a suffix: it sits after the patches
-        self.num_suffix_tokens = 1 if class_token else 0
+        self.num_prefix_tokens = 0
         self.has_class_token = class_token
         self.no_embed_class = True
         self.dynamic_img_size = dynamic_img_size
@@ -293,26 +282,6 @@ class VisionRetention(nn.Module):
             stem=r"^cls_token|pos_embed|patch_embed",
             blocks=[(r"^blocks\.(\d+)", None), (r"^norm", (99999,))],
         )
-
-    @torch.jit.ignore
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        self.grad_checkpointing = enable
-
-    @torch.jit.ignore
-    def get_classifier(self) -> nn.Module:
-        return self.head
-
-    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
-        """Replace the classifier with one of ``num_classes`` outputs (0 = identity), optionally changing pooling."""
-        self.num_classes = num_classes
-        if global_pool is not None:
-            if global_pool not in _GLOBAL_POOLS:
-                raise ValueError(f"global_pool must be one of {_GLOBAL_POOLS}; got {global_pool!r}")
-            if global_pool in ("token", "token_last") and not self.has_class_token:
-                raise ValueError("global_pool='token' needs a class token")
-            self.global_pool = global_pool
-        dd = get_device_dtype(self)
-        self.head = nn.Linear(self.embed_dim, num_classes, **dd) if num_classes > 0 else nn.Identity()
 
     def set_retention_mode(self, mode: str) -> None:
         """Switch every block to ``"parallel"``, ``"chunkwise"`` or ``"recurrent"`` retention."""
@@ -468,19 +437,6 @@ class VisionRetention(nn.Module):
             return intermediates
         return self.norm(x), intermediates
 
-    def prune_intermediate_layers(
-        self, indices: int | list[int] = 1, prune_norm: bool = False, prune_head: bool = True
-    ) -> list[int]:
-        """Drop the blocks (and optionally norm and head) not needed for the intermediates ``indices``."""
-        take_indices, max_index = feature_take_indices(len(self.blocks), indices)
-        self.blocks = self.blocks[: max_index + 1]
-        self.feature_info = self.feature_info[: max_index + 1]
-        if prune_norm:
-            self.norm = nn.Identity()
-        if prune_head:
-            self.reset_classifier(0, "")
-        return take_indices
-
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Images ``[B, C, H, W]`` -> normalised tokens ``[B, N + 1, C]`` (class token last)."""
         if self.retention_mode == "recurrent":
@@ -492,24 +448,6 @@ class VisionRetention(nn.Module):
         else:
             x = self.blocks(x)
         return self.norm(x)
-
-    def pool(self, x: torch.Tensor) -> torch.Tensor:
-        """Pool tokens ``[B, N + 1, C]`` to ``[B, C]`` according to ``global_pool`` (no-op for ``""``)."""
-        if self.global_pool in ("token", "token_last"):
-            return x[:, -1]
-        patches = x[:, : x.shape[1] - self.num_suffix_tokens]
-        if self.global_pool == "avg":
-            return patches.mean(dim=1)
-        if self.global_pool == "max":
-            return patches.amax(dim=1)
-        if self.global_pool == "avgmax":
-            return 0.5 * (patches.mean(dim=1) + patches.amax(dim=1))
-        return x
-
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        """Tokens ``[B, N + 1, C]`` -> logits ``[B, num_classes]`` (or pooled features if ``pre_logits``)."""
-        x = self.head_drop(self.pool(x))
-        return x if pre_logits else self.head(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Images ``[B, C, H, W]`` -> logits ``[B, num_classes]``."""
@@ -545,25 +483,8 @@ def checkpoint_filter_fn(state_dict: dict[str, torch.Tensor], model: VisionReten
     return out
 
 
-def _cfg(url: str = "", **kwargs: Any) -> dict[str, Any]:
-    return {
-        "url": url,
-        "num_classes": 1000,
-        "input_size": (3, 224, 224),
-        "pool_size": None,
-        "crop_pct": 0.9,
-        "interpolation": "bicubic",
-        "fixed_input_size": True,
-        "mean": IMAGENET_INCEPTION_MEAN,
-        "std": IMAGENET_INCEPTION_STD,
-        "first_conv": "patch_embed.proj",
-        "classifier": "head",
-        "license": "apache-2.0",
-        "paper_ids": "arXiv:2310.19731",
-        "paper_name": "ViR: Towards Efficient Vision Retention Backbones",
-        "notes": ("No official weights exist; pass pretrained_cfg_overlay=dict(file=...) to load local weights.",),
-        **kwargs,
-    }
+def _cfg(**kwargs: Any) -> dict[str, Any]:
+    return cfg("arXiv:2310.19731", "ViR: Towards Efficient Vision Retention Backbones", **kwargs)
 
 
 default_cfgs = generate_default_cfgs(
@@ -577,26 +498,9 @@ default_cfgs = generate_default_cfgs(
 )
 
 
-def _weights_source(pretrained_cfg: Any, overlay: dict[str, Any] | None) -> Any:
-    sources = ("file", "url", "state_dict", "hf_hub_id")
-    for cfg in (overlay or {}, pretrained_cfg):
-        if isinstance(cfg, dict):
-            found = next((cfg[k] for k in sources if cfg.get(k)), None)
-        else:
-            found = next((getattr(cfg, k) for k in sources if getattr(cfg, k, None)), None)
-        if found:
-            return found
-    return None
-
-
 def _create_vir(variant: str, pretrained: bool = False, **kwargs: Any) -> VisionRetention:
     out_indices = kwargs.pop("out_indices", 3)
-    if pretrained and _weights_source(kwargs.get("pretrained_cfg"), kwargs.get("pretrained_cfg_overlay")) is None:
-        # timm would only warn and return random weights; no ViR weights are hosted anywhere.
-        raise ValueError(
-            f"{variant}: pretrained=True needs local weights, e.g. "
-            "pretrained_cfg_overlay=dict(file='vir.safetensors'); no ViR weights are published"
-        )
+    check_pretrained_source(variant, pretrained, kwargs)
     return build_model_with_cfg(
         VisionRetention,
         variant,
