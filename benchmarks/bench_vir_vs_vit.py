@@ -1,10 +1,11 @@
-"""CPU benchmark: ViR-B/16 (retention, chunkwise and recurrent) against ViT-B/16 (softmax attention).
+"""CPU benchmark: ViR-B/16 (retention, chunkwise and recurrent) and LightNet-B/16 against ViT-B/16 (softmax attention).
 
 Two parts, both in one run:
 
 1. **Models.** For each image size (224, 512, 1024, 2048 px by default), batch 1, forward only under
    ``torch.inference_mode()``: timm's ``vit_base_patch16_224`` and recvision's ``vir_base`` in
-   ``retention_mode="chunkwise"`` and ``"recurrent"``, each built with ``img_size`` set to the size. Every
+   ``retention_mode="chunkwise"`` and ``"recurrent"``, and ``lightnet_base``, each built with ``img_size`` set to
+   the size. Every
    (model, size) runs in a FRESH PROCESS (this script with the hidden ``--worker`` flag), so that its peak memory
    is its own. The worker builds the model and the input, records its resident set size (RSS), resets the
    kernel's high-water mark, runs one warm-up forward (not timed) and ``--repeats`` timed forwards, and reports the
@@ -17,7 +18,7 @@ Two parts, both in one run:
 
 All measurements use ``torch.set_num_threads(2)``. Usage (from the repository root)::
 
-    python benchmarks/bench_vir_vs_vit.py                                  # everything (takes hours on 2 cores)
+    python benchmarks/bench_vir_vs_vit.py                                  # everything (about 20 minutes on 2 cores)
     python benchmarks/bench_vir_vs_vit.py --sizes 224 --models vit --skip-op
     python benchmarks/bench_vir_vs_vit.py --skip-models --chunk-size 64 128 --json op.json
 """
@@ -40,8 +41,8 @@ from pathlib import Path
 from typing import Any
 
 NUM_THREADS = 2
-MODELS = ("vit", "vir-chunk", "vir-rec")
-MODEL_LABELS = {"vit": "ViT", "vir-chunk": "ViR-chunk", "vir-rec": "ViR-rec"}
+MODELS = ("vit", "vir-chunk", "vir-rec", "lightnet")
+MODEL_LABELS = {"vit": "ViT", "vir-chunk": "ViR-chunk", "vir-rec": "ViR-rec", "lightnet": "LightNet"}
 VIR_MODES = {"vir-chunk": "chunkwise", "vir-rec": "recurrent"}
 RESULT_PREFIX = "BENCH_RESULT "
 
@@ -126,7 +127,7 @@ def build_model(name: str, size: int, vir_chunk_size: int | None = None) -> Any:
     """Build one benchmarked model, in eval mode, for ``size`` x ``size`` inputs.
 
     Args:
-        name: ``"vit"``, ``"vir-chunk"`` or ``"vir-rec"``.
+        name: ``"vit"``, ``"vir-chunk"``, ``"vir-rec"`` or ``"lightnet"``.
         size: image side in pixels; the position embedding is made for this size (``img_size=size``).
         vir_chunk_size: ``chunk_size`` of the ViR model (``None`` keeps the model's default).
     """
@@ -140,6 +141,10 @@ def build_model(name: str, size: int, vir_chunk_size: int | None = None) -> Any:
         if vir_chunk_size is not None:
             kwargs["chunk_size"] = vir_chunk_size
         model = timm.create_model("vir_base", pretrained=False, **kwargs)
+    elif name == "lightnet":
+        import recvision  # noqa: F401  (registers lightnet_base)
+
+        model = timm.create_model("lightnet_base", pretrained=False, img_size=size)
     else:
         raise ValueError(f"model must be one of {MODELS}; got {name!r}")
     return model.eval()
@@ -304,31 +309,23 @@ def _ratio(num: dict[str, Any] | None, den: dict[str, Any] | None, key: str) -> 
 
 
 def model_table(results: list[dict[str, Any]], sizes: list[int]) -> str:
-    """Markdown table: times (s), peak extra memory (MiB) and ViR/ViT ratios, one row per image size."""
+    """Markdown table: times (s), peak extra memory (MiB) and model/ViT ratios, one row per image size."""
     by_key = {(r["model"], r["size"]): r for r in results}
-    header = [
-        "size (px)",
-        "tokens",
-        "ViT (s)",
-        "ViR-chunk (s)",
-        "ViR-rec (s)",
-        "ViT peak (MiB)",
-        "ViR-chunk peak (MiB)",
-        "ViR-rec peak (MiB)",
-        "throughput ViR-chunk/ViT",
-        "throughput ViR-rec/ViT",
-        "memory ViR-chunk/ViT",
-        "memory ViR-rec/ViT",
-    ]
+    models = [m for m in MODELS if any(r["model"] == m for r in results)]
+    others = [m for m in models if m != "vit"]
+    header = ["size (px)", "tokens"]
+    header += [f"{MODEL_LABELS[m]} (s)" for m in models] + [f"{MODEL_LABELS[m]} peak (MiB)" for m in models]
+    header += [f"throughput {MODEL_LABELS[m]}/ViT" for m in others] + [f"memory {MODEL_LABELS[m]}/ViT" for m in others]
     lines = ["| " + " | ".join(header) + " |", "|" + "---:|" * len(header)]
     for size in sizes:
-        vit, chunk, rec = (by_key.get((m, size)) for m in MODELS)
+        runs = {m: by_key.get((m, size)) for m in models}
+        vit = runs.get("vit")
         row = [str(size), str((size // 16) ** 2)]
-        row += [_cell(r, "median_s", ".3f") for r in (vit, chunk, rec)]
-        row += [_cell(r, "peak_extra_mib", ".0f") for r in (vit, chunk, rec)]
-        # throughput ratio = t_vit / t_vir; memory ratio = peak_vir / peak_vit
-        row += [_ratio(vit, chunk, "median_s"), _ratio(vit, rec, "median_s")]
-        row += [_ratio(chunk, vit, "peak_extra_mib"), _ratio(rec, vit, "peak_extra_mib")]
+        row += [_cell(runs[m], "median_s", ".3f") for m in models]
+        row += [_cell(runs[m], "peak_extra_mib", ".0f") for m in models]
+        # throughput ratio = t_vit / t_model; memory ratio = peak_model / peak_vit
+        row += [_ratio(vit, runs[m], "median_s") for m in others]
+        row += [_ratio(runs[m], vit, "peak_extra_mib") for m in others]
         lines.append("| " + " | ".join(row) + " |")
     failures = [r for r in results if r["status"] != "ok"]
     for r in failures:

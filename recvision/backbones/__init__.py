@@ -1,5 +1,6 @@
 """timm-registered backbones. Importing a family module registers its models with timm."""
 
+from .lightnet import LightNet
 from .vir import VisionRetention
 
-__all__ = ["VisionRetention"]
+__all__ = ["LightNet", "VisionRetention"]
