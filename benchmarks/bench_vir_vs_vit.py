@@ -265,6 +265,37 @@ def op_flops_per_s(T: int, chunk_size: int, repeats: int, B: int = 1, H: int = 1
     }
 
 
+def additive_flops_per_s(T: int, repeats: int, B: int = 1, H: int = 12, K: int = 128, V: int = 64) -> dict:
+    """Achieved FLOP/s of LightNet's non-causal additive op (``chunk_additive(causal=False)``, fp32, CPU).
+
+    FLOP: ``2*B*H*T*K*V`` for the softmax-weighted state ``sum_t w_t k_t^T v_t`` plus as much for ``q @ S``
+    (K = 128: MD-LRPE doubles LightNet's 64-wide keys).
+    """
+    import torch
+
+    from recvision.ops.additive import chunk_additive
+
+    q, k, g, v = torch.randn(B, T, H, K), torch.randn(B, T, H, K), torch.randn(B, T, H, K), torch.randn(B, T, H, V)
+
+    def forward() -> None:
+        with torch.inference_mode():
+            chunk_additive(q, k, v, g, causal=False)
+
+    median_s, times = _median_time(forward, repeats)
+    flops = 4.0 * B * H * T * K * V
+    return {
+        "B": B,
+        "H": H,
+        "T": T,
+        "K": K,
+        "V": V,
+        "flop": flops,
+        "median_s": median_s,
+        "times_s": times,
+        "flop_per_s": flops / median_s,
+    }
+
+
 def run_op_part(seq_lens: list[int], chunk_sizes: list[int], repeats: int) -> dict[str, Any]:
     """Measure ``chunk_retention`` FLOP/s for every (T, chunk size) and its ratio to matmul FLOP/s.
 
@@ -283,9 +314,17 @@ def run_op_part(seq_lens: list[int], chunk_sizes: list[int], repeats: int) -> di
             run["ratio_to_matmul"] = run["flop_per_s"] / reference["flop_per_s"]
             references.append(reference)
             runs.append(run)
+    additive = []
+    for T in seq_lens:
+        reference = matmul_flops_per_s(repeats=max(5, repeats))
+        run = additive_flops_per_s(T, repeats)
+        run["matmul_flop_per_s"] = reference["flop_per_s"]
+        run["ratio_to_matmul"] = run["flop_per_s"] / reference["flop_per_s"]
+        references.append(reference)
+        additive.append(run)
     matmul = {**references[0], "flop_per_s": statistics.median(r["flop_per_s"] for r in references)}
     matmul["median_s"] = matmul["flop"] / matmul["flop_per_s"]
-    return {"matmul": matmul, "matmul_runs": references, "chunk_retention": runs}
+    return {"matmul": matmul, "matmul_runs": references, "chunk_retention": runs, "global_additive": additive}
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -347,6 +386,18 @@ def op_table(op: dict[str, Any]) -> str:
         lines.append(
             f"| {run['T']} | {run['chunk_size']} | {run['median_s'] * 1e3:.1f} | {run['flop'] / 1e9:.2f} | "
             f"{run['flop_per_s'] / 1e9:.1f} | {run['matmul_flop_per_s'] / 1e9:.1f} | {run['ratio_to_matmul']:.3f} |"
+        )
+    lines += [
+        "",
+        "LightNet's non-causal additive op (`chunk_additive(causal=False)`, H=12, K=128, V=64):",
+        "",
+        "| T | median (ms) | GFLOP | GFLOP/s | matmul GFLOP/s | ratio to matmul |",
+        "|---:|---:|---:|---:|---:|---:|",
+    ]
+    for run in op.get("global_additive", []):
+        lines.append(
+            f"| {run['T']} | {run['median_s'] * 1e3:.1f} | {run['flop'] / 1e9:.2f} | {run['flop_per_s'] / 1e9:.1f} | "
+            f"{run['matmul_flop_per_s'] / 1e9:.1f} | {run['ratio_to_matmul']:.3f} |"
         )
     return "\n".join(lines)
 
