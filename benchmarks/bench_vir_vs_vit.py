@@ -485,7 +485,7 @@ def main(argv: list[str] | None = None) -> None:
                 print(f"  -> {result['status']} {result.get('median_s', '')}", file=sys.stderr, flush=True)
                 results.append(result)
         report["models"] = results
-        print(f"## ViR-B/16 vs ViT-B/16, batch 1, forward, median of {args.repeats}\n")
+        print(f"## ViR-B/16 and LightNet-B/16 vs ViT-B/16, batch 1, forward, median of {args.repeats}\n")
         print(model_table(results, args.sizes))
         print()
 
