@@ -4,12 +4,9 @@ from __future__ import annotations
 
 import torch
 
+from ..utils.dtypes import compute_dtype
+
 __all__ = ["check_md_tpe_inputs", "compute_dtype"]
-
-
-def compute_dtype(dtype: torch.dtype) -> torch.dtype:
-    """Accumulation dtype: float64 stays float64, everything else runs in float32."""
-    return torch.float64 if dtype == torch.float64 else torch.float32
 
 
 def check_md_tpe_inputs(x: torch.Tensor, log_decay: torch.Tensor) -> int:

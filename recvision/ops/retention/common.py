@@ -6,6 +6,8 @@ import math
 
 import torch
 
+from ..utils.dtypes import compute_dtype
+
 __all__ = ["retnet_g_gamma", "check_retention_inputs", "compute_dtype"]
 
 
@@ -16,11 +18,6 @@ def retnet_g_gamma(num_heads: int, device: torch.device | str | None = None) -> 
     """
     h = torch.arange(num_heads, dtype=torch.float64, device=device)
     return torch.log1p(-torch.pow(2.0, -5.0 - h)).float()
-
-
-def compute_dtype(dtype: torch.dtype) -> torch.dtype:
-    """Accumulation dtype: float64 stays float64, everything else runs in float32."""
-    return torch.float64 if dtype == torch.float64 else torch.float32
 
 
 def check_retention_inputs(
