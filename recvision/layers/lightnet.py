@@ -124,7 +124,8 @@ class LightNetMixer(nn.Module):
         g = self.k_proj(x).view(shape)
         v = self.v_proj(x).view(shape)
         q = md_lrpe_cosine(q, self.lrpe_theta, grid)  # [B, N, H, 2D]
-        k = md_lrpe_cosine(torch.ones_like(g), self.lrpe_theta, grid)  # unit key carrying only the phase
+        # unit key carrying only the phase: the same for every image, so one copy expanded over the batch
+        k = md_lrpe_cosine(g.new_ones(1, N, self.num_heads, self.head_dim), self.lrpe_theta, grid).expand(B, -1, -1, -1)
         g = torch.cat([g, g], dim=-1)  # the cos and sin halves share their channel's log-weight
         o, _ = chunk_additive(
             q, k, v, g, scale=1.0 / math.sqrt(self.head_dim), causal=self.causal, chunk_size=self.chunk_size
