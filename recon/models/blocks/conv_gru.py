@@ -52,8 +52,12 @@ class ConvGRUCell(nn.Module):
         self.input_channels = input_channels
         self.hidden_channels = hidden_channels
         self.reset_before_conv = reset_before_conv
-        self.ih = nn.Conv2d(input_channels, 3 * hidden_channels, kernel_size, padding=padding, dilation=dilation, bias=bias)
-        self.hh = nn.Conv2d(hidden_channels, 3 * hidden_channels, kernel_size, padding=padding, dilation=dilation, bias=False)
+        self.ih = nn.Conv2d(
+            input_channels, 3 * hidden_channels, kernel_size, padding=padding, dilation=dilation, bias=bias
+        )
+        self.hh = nn.Conv2d(
+            hidden_channels, 3 * hidden_channels, kernel_size, padding=padding, dilation=dilation, bias=False
+        )
         self.reset_parameters(orthogonal_init, reset_gate_bias)
 
     def reset_parameters(self, orthogonal_init: bool = True, reset_gate_bias: float = 0.0) -> None:

@@ -39,8 +39,12 @@ class ConvMGUCell(nn.Module):
         padding = dilation * (kernel_size - 1) // 2
         self.input_channels = input_channels
         self.hidden_channels = hidden_channels
-        self.ih = nn.Conv2d(input_channels, 2 * hidden_channels, kernel_size, padding=padding, dilation=dilation, bias=bias)
-        self.hh = nn.Conv2d(hidden_channels, 2 * hidden_channels, kernel_size, padding=padding, dilation=dilation, bias=False)
+        self.ih = nn.Conv2d(
+            input_channels, 2 * hidden_channels, kernel_size, padding=padding, dilation=dilation, bias=bias
+        )
+        self.hh = nn.Conv2d(
+            hidden_channels, 2 * hidden_channels, kernel_size, padding=padding, dilation=dilation, bias=False
+        )
         if orthogonal_init:
             for weight in (self.ih.weight, self.hh.weight):
                 for chunk in weight.data.chunk(2, dim=0):
