@@ -1,0 +1,149 @@
+"""Checkpoints: a directory with ``model.safetensors`` (weights), ``config.json`` (model name and config, training
+config, step) and ``state.pt`` (optimizer / scheduler state, saved with :func:`torch.save` and loaded with
+``weights_only=True``).
+
+Every file is written to a temporary file and moved into place with :func:`os.replace`; the whole directory is
+built beside its final path and renamed into place, so a crash never leaves a half-written checkpoint.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+__all__ = ["load_checkpoint", "load_model", "save_checkpoint"]
+
+WEIGHTS = "model.safetensors"
+CONFIG = "config.json"
+STATE = "state.pt"
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, enum.Enum):
+        return value.value
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return _jsonable(dataclasses.asdict(value))
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    return value
+
+
+def _atomic_write(path: Path, write: Callable[[str], None]) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def save_checkpoint(
+    path: str | os.PathLike,
+    model: nn.Module,
+    model_name: str,
+    model_config: dict[str, Any],
+    optimizer: torch.optim.Optimizer | None = None,
+    scheduler: Any | None = None,
+    step: int = 0,
+    extra: dict[str, Any] | None = None,
+) -> Path:
+    """Write a checkpoint directory atomically (replacing an existing one).
+
+    Args:
+        path: checkpoint directory.
+        model: the model (unwrapped, not DDP).
+        model_name: registry name (:func:`recon.models.create_model`).
+        model_config: the config overrides the model was built with.
+        optimizer: optional optimizer whose state is saved.
+        scheduler: optional LR scheduler whose state is saved.
+        step: optimizer steps taken.
+        extra: more JSON-serialisable metadata (e.g. the training config).
+
+    Returns:
+        The checkpoint path.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp_dir = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    try:
+        tensors = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
+        _atomic_write(tmp_dir / WEIGHTS, lambda f: save_file(tensors, f))
+        meta = {"model": model_name, "model_config": _jsonable(model_config), "step": step, **_jsonable(extra or {})}
+        text = json.dumps(meta, indent=2, sort_keys=True)
+        _atomic_write(tmp_dir / CONFIG, lambda f: Path(f).write_text(text))
+        state = {
+            "step": step,
+            "optimizer": None if optimizer is None else optimizer.state_dict(),
+            "scheduler": None if scheduler is None else scheduler.state_dict(),
+        }
+        _atomic_write(tmp_dir / STATE, lambda f: torch.save(state, f))
+        old = None
+        if path.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))
+            os.replace(path, old / path.name)
+        os.replace(tmp_dir, path)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    finally:
+        if tmp_dir.exists():
+            shutil.rmtree(tmp_dir, ignore_errors=True)
+    return path
+
+
+def _model_config_from_json(cfg: dict[str, Any]) -> dict[str, Any]:
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in cfg.items()}
+
+
+def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild the model of a checkpoint from its ``config.json`` and load its weights.
+
+    Returns:
+        ``(model, metadata)`` where metadata is the parsed ``config.json``.
+    """
+    from recon.models import create_model
+
+    path = Path(path)
+    meta = json.loads((path / CONFIG).read_text())
+    model = create_model(meta["model"], **_model_config_from_json(meta["model_config"]))
+    model.load_state_dict(load_file(path / WEIGHTS, device=str(map_location)))
+    return model, meta
+
+
+def load_checkpoint(
+    path: str | os.PathLike,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer | None = None,
+    scheduler: Any | None = None,
+    map_location: str | torch.device = "cpu",
+) -> int:
+    """Load weights (and optimizer / scheduler state where given) into existing objects.
+
+    Returns:
+        The step stored in the checkpoint.
+    """
+    path = Path(path)
+    model.load_state_dict(load_file(path / WEIGHTS, device=str(map_location)))
+    state = torch.load(path / STATE, map_location=map_location, weights_only=True)
+    if optimizer is not None and state["optimizer"] is not None:
+        optimizer.load_state_dict(state["optimizer"])
+    if scheduler is not None and state["scheduler"] is not None:
+        scheduler.load_state_dict(state["scheduler"])
+    return int(state["step"])

@@ -1,0 +1,252 @@
+"""The training loop: AdamW, warm-up + cosine LR, gradient clipping, AMP on CUDA, checkpoints and DDP.
+
+Data order is a function of ``(seed, epoch)`` only (a seeded permutation per epoch, sharded by rank under DDP), so
+a resumed run sees exactly the batches an uninterrupted run would, and two runs with the same seed on the CPU give
+identical weights. Under ``torchrun`` (``WORLD_SIZE > 1``) the process group is initialised (gloo on the CPU, nccl
+on CUDA) unless it already is, the model is wrapped in :class:`~torch.nn.parallel.DistributedDataParallel`, each
+rank trains on its shard and the gradients are averaged; only rank 0 writes checkpoints.
+
+Dataset items are mappings with keys ``masked_kspace`` ``[C, H, W]`` complex, ``mask`` (broadcastable to
+``[1, 1|H, W]``), ``sens_maps`` ``[C, H, W]`` complex and ``target`` ``[H, W]`` (magnitude or complex), or tuples in
+that order.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from recon.training.checkpoint import load_checkpoint, save_checkpoint
+from recon.training.losses import weighted_prediction_loss
+
+__all__ = ["TrainConfig", "TrainResult", "build_scheduler", "train"]
+
+KEYS = ("masked_kspace", "mask", "sens_maps", "target")
+
+
+@dataclass
+class TrainConfig:
+    """Training settings.
+
+    Attributes:
+        model: registry name (``"rim"``, ``"cirim"``, ``"recurrentvarnet"``).
+        model_config: config overrides passed to :func:`recon.models.create_model`.
+        max_steps: optimizer steps in total.
+        batch_size: samples per step and rank.
+        lr: peak learning rate of AdamW.
+        weight_decay: AdamW weight decay.
+        betas: AdamW betas.
+        warmup_steps: linear warm-up steps from 0 to ``lr``.
+        schedule: ``"cosine"`` (decay to ``min_lr_ratio * lr`` at ``max_steps``) or ``"constant"`` after warm-up.
+        min_lr_ratio: final LR of the cosine schedule as a fraction of ``lr``.
+        grad_clip: max global gradient norm (``None`` or ``<= 0``: no clipping).
+        ssim_weight: weight of ``1 - SSIM`` in the loss.
+        l1_weight: weight of L1 in the loss.
+        amp: mixed precision (bfloat16 autocast) when training on CUDA; always off on the CPU.
+        seed: seed of the initialisation and the data order.
+        device: ``"cpu"``, ``"cuda"``, ...; ``None`` picks CUDA when available (``cuda:LOCAL_RANK`` under DDP).
+        num_workers: DataLoader workers.
+        checkpoint_dir: where checkpoints go (``step-XXXXXXXX`` folders and ``last``); ``None``: none written.
+        checkpoint_every: save every this many steps (and at the end); 0: only at the end.
+        resume: checkpoint folder to resume from (``"last"`` resolves to ``checkpoint_dir/last`` if it exists).
+        log_every: print the loss every this many steps on rank 0 (0: silent).
+    """
+
+    model: str = "cirim"
+    model_config: dict[str, Any] = field(default_factory=dict)
+    max_steps: int = 1000
+    batch_size: int = 1
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    betas: tuple[float, float] = (0.9, 0.999)
+    warmup_steps: int = 0
+    schedule: str = "cosine"
+    min_lr_ratio: float = 0.0
+    grad_clip: float | None = 1.0
+    ssim_weight: float = 1.0
+    l1_weight: float = 1.0
+    amp: bool = True
+    seed: int = 0
+    device: str | None = None
+    num_workers: int = 0
+    checkpoint_dir: str | None = None
+    checkpoint_every: int = 0
+    resume: str | None = None
+    log_every: int = 0
+
+    def __post_init__(self) -> None:
+        if self.max_steps < 0 or self.batch_size < 1 or self.warmup_steps < 0:
+            raise ValueError("max_steps and warmup_steps must be >= 0 and batch_size >= 1")
+        if self.schedule not in ("cosine", "constant"):
+            raise ValueError(f"schedule must be 'cosine' or 'constant'; got {self.schedule!r}")
+        self.betas = tuple(self.betas)
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train` returns: the (unwrapped) model, the loss of each step taken, the final step."""
+
+    model: nn.Module
+    losses: list[float]
+    step: int
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warm-up then cosine decay (or constant), as a :class:`LambdaLR` stepped once per optimizer step."""
+    warmup, total, floor = config.warmup_steps, max(config.max_steps, 1), config.min_lr_ratio
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / (warmup + 1)
+        if config.schedule == "constant":
+            return 1.0
+        progress = min(1.0, (step - warmup) / max(1, total - warmup))
+        return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+class _Predictions(nn.Module):
+    """Makes ``model.predictions`` the forward, so that DDP sees (and synchronises) the pass the loss uses."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, masked_kspace: torch.Tensor, mask: torch.Tensor, sens_maps: torch.Tensor) -> Any:
+        return self.model.predictions(masked_kspace, mask, sens_maps)
+
+
+def _unpack(item: Any) -> tuple[torch.Tensor, ...]:
+    if isinstance(item, Mapping):
+        missing = [k for k in KEYS if k not in item]
+        if missing:
+            raise KeyError(f"dataset items lack keys {missing}; need {list(KEYS)}")
+        return tuple(torch.as_tensor(item[k]) for k in KEYS)
+    if isinstance(item, (tuple, list)) and len(item) == 4:
+        return tuple(torch.as_tensor(x) for x in item)
+    raise TypeError(f"dataset items must be mappings with keys {list(KEYS)} or 4-tuples; got {type(item).__name__}")
+
+
+def _collate(items: list[Any]) -> tuple[torch.Tensor, ...]:
+    parts = [_unpack(it) for it in items]
+    return tuple(torch.stack(list(col)) for col in zip(*parts, strict=True))
+
+
+def _dist_info() -> tuple[bool, int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return True, dist.get_rank(), dist.get_world_size()
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and dist.is_available():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        dist.init_process_group(backend)
+        return True, dist.get_rank(), dist.get_world_size()
+    return False, 0, 1
+
+
+def _device(config: TrainConfig) -> torch.device:
+    if config.device is not None:
+        return torch.device(config.device)
+    if torch.cuda.is_available():
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    return torch.device("cpu")
+
+
+def _batches(n: int, step: int, config: TrainConfig, rank: int, world: int) -> tuple[int, list[int]]:
+    """The dataset indices of this rank's batch at ``step`` (and the epoch)."""
+    per_rank = n // world
+    steps_per_epoch = per_rank // config.batch_size
+    if steps_per_epoch == 0:
+        raise ValueError(f"dataset of {n} samples is too small for {world} rank(s) x batch size {config.batch_size}")
+    epoch, within = divmod(step, steps_per_epoch)
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(config.seed * 100003 + epoch))
+    shard = perm[: per_rank * world][rank::world]
+    return epoch, shard[within * config.batch_size : (within + 1) * config.batch_size].tolist()
+
+
+def train(config: TrainConfig, dataset: Any, model: nn.Module | None = None) -> TrainResult:
+    """Train a model on ``dataset`` for ``config.max_steps`` optimizer steps (resuming where configured).
+
+    Args:
+        config: the settings.
+        dataset: a map-style dataset (``len`` and ``[i]``) of items as described in the module docstring.
+        model: optional prebuilt model; by default ``create_model(config.model, **config.model_config)`` after
+            seeding with ``config.seed``.
+
+    Returns:
+        The trained model (unwrapped), the losses of the steps run here (rank-local), and the final step.
+    """
+    from recon.models import create_model
+
+    distributed, rank, world = _dist_info()
+    device = _device(config)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    torch.manual_seed(config.seed)
+    if model is None:
+        model = create_model(config.model, **config.model_config)
+    model = model.to(device)
+    net: nn.Module = _Predictions(model)
+    if distributed:
+        net = nn.parallel.DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=config.lr, betas=config.betas, weight_decay=config.weight_decay
+    )
+    scheduler = build_scheduler(optimizer, config)
+    use_amp = config.amp and device.type == "cuda"
+    autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if use_amp else (lambda: contextlib.nullcontext())
+
+    step = 0
+    resume = config.resume
+    if resume == "last":
+        last = Path(config.checkpoint_dir or ".") / "last"
+        resume = str(last) if last.exists() else None
+    if resume is not None:
+        step = load_checkpoint(resume, model, optimizer, scheduler, map_location=device)
+        if distributed:  # the same weights everywhere, whatever each rank read
+            for p in model.state_dict().values():
+                dist.broadcast(p, 0)
+
+    def save(at: int) -> None:
+        if config.checkpoint_dir is None or rank != 0:
+            return
+        extra = {"train_config": dataclasses.asdict(config)}
+        args = (model, config.model, config.model_config, optimizer, scheduler, at, extra)
+        save_checkpoint(Path(config.checkpoint_dir) / f"step-{at:08d}", *args)
+        save_checkpoint(Path(config.checkpoint_dir) / "last", *args)
+
+    losses: list[float] = []
+    model.train()
+    while step < config.max_steps:
+        _, indices = _batches(len(dataset), step, config, rank, world)
+        kspace, mask, sens, target = (t.to(device) for t in _collate([dataset[i] for i in indices]))
+        optimizer.zero_grad(set_to_none=True)
+        with autocast():
+            predictions = net(kspace, mask, sens)
+        predictions = [[p.to(torch.complex64) if torch.is_complex(p) else p.float() for p in c] for c in predictions]
+        loss = weighted_prediction_loss(predictions, target, config.ssim_weight, config.l1_weight)
+        loss.backward()
+        if config.grad_clip is not None and config.grad_clip > 0:
+            nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+        optimizer.step()
+        scheduler.step()
+        step += 1
+        losses.append(loss.item())
+        if config.log_every and rank == 0 and step % config.log_every == 0:
+            print(f"step {step}/{config.max_steps} loss {losses[-1]:.6f} lr {scheduler.get_last_lr()[0]:.3e}")
+        if config.checkpoint_every and step % config.checkpoint_every == 0 and step < config.max_steps:
+            save(step)
+    save(step)
+    if distributed:
+        dist.barrier()
+    return TrainResult(model=model, losses=losses, step=step)
