@@ -30,15 +30,15 @@ import gc
 import json
 import os
 import platform
-import resource
 import signal
 import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from _measure import maxrss_mib, median_time, reset_peak_rss, status_kib
 
 NUM_THREADS = 2
 MODELS = ("vit", "vir-chunk", "vir-rec", "lightnet")
@@ -49,49 +49,6 @@ RESULT_PREFIX = "BENCH_RESULT "
 
 # ----------------------------------------------------------------------------------------------------------------
 # Memory and timing helpers
-
-
-def _status_kib(field: str) -> int | None:
-    """A ``/proc/self/status`` field in KiB (``VmRSS``, ``VmHWM``), or ``None`` where procfs is unavailable."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith(field + ":"):
-                    return int(line.split()[1])
-    except OSError:
-        return None
-    return None
-
-
-def _maxrss_mib() -> float:
-    """Peak RSS of this process (``ru_maxrss``) in MiB; Linux reports KiB, macOS bytes."""
-    maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return maxrss / 2**20 if sys.platform == "darwin" else maxrss / 1024
-
-
-def _reset_peak_rss() -> bool:
-    """Reset the kernel's RSS high-water mark (and so ``ru_maxrss``) to the current RSS; Linux >= 4.0 only.
-
-    Without the reset, ``ru_maxrss`` after the forward could still be a transient peak of model construction.
-    """
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
-
-
-def _median_time(fn: Callable[[], object], repeats: int, warmup: int = 1) -> tuple[float, list[float]]:
-    """Median wall time of ``fn()`` in seconds over ``repeats`` calls, after ``warmup`` untimed calls."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times), times
 
 
 def _is_oom(exc: BaseException) -> bool:
@@ -164,19 +121,19 @@ def run_worker(name: str, size: int, repeats: int, vir_chunk_size: int | None) -
         model = build_model(name, size, vir_chunk_size)
         x = torch.randn(1, 3, size, size)
         gc.collect()
-        rss_before_kib = _status_kib("VmRSS")
+        rss_before_kib = status_kib("VmRSS")
         if rss_before_kib is None:  # no procfs: the peak since start is the best available lower bound
-            rss_before_mib = _maxrss_mib()
+            rss_before_mib = maxrss_mib()
         else:
             rss_before_mib = rss_before_kib / 1024
-        peak_reset = _reset_peak_rss()
+        peak_reset = reset_peak_rss()
 
         def forward() -> None:
             with torch.inference_mode():
                 model(x)
 
-        median_s, times = _median_time(forward, repeats)
-        peak_mib = _maxrss_mib()
+        median_s, times = median_time(forward, repeats)
+        peak_mib = maxrss_mib()
     except SystemExit as exc:
         result.update(status="error", error=str(exc))
         return result
@@ -227,7 +184,7 @@ def matmul_flops_per_s(n: int = 2048, repeats: int = 5) -> dict[str, Any]:
     import torch
 
     a, b = torch.randn(n, n), torch.randn(n, n)
-    median_s, times = _median_time(lambda: torch.matmul(a, b), repeats)
+    median_s, times = median_time(lambda: torch.matmul(a, b), repeats)
     flops = 2.0 * n**3
     return {"n": n, "flop": flops, "median_s": median_s, "times_s": times, "flop_per_s": flops / median_s}
 
@@ -249,7 +206,7 @@ def op_flops_per_s(T: int, chunk_size: int, repeats: int, B: int = 1, H: int = 1
         with torch.inference_mode():
             chunk_retention(q, k, v, chunk_size=chunk_size)
 
-    median_s, times = _median_time(forward, repeats)
+    median_s, times = median_time(forward, repeats)
     flops = chunk_retention_flop(B, H, T, K, V, chunk_size)
     return {
         "B": B,
@@ -281,7 +238,7 @@ def additive_flops_per_s(T: int, repeats: int, B: int = 1, H: int = 12, K: int =
         with torch.inference_mode():
             chunk_additive(q, k, v, g, causal=False)
 
-    median_s, times = _median_time(forward, repeats)
+    median_s, times = median_time(forward, repeats)
     flops = 4.0 * B * H * T * K * V
     return {
         "B": B,

@@ -19,12 +19,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
-import statistics
 import subprocess
 import sys
-import time
 from typing import Any
+
+from _measure import maxrss_mib, median_time, reset_peak_rss, status_kib
 
 NUM_THREADS = 2
 RESULT_PREFIX = "BENCH_RESULT "
@@ -34,31 +33,6 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "recurrentvarnet": {"num_steps": 8, "hidden_channels": 128, "num_layers": 4},
 }
 LABELS = {"cirim": "CIRIM 5x8, 64 ch", "rim": "RIM 8 steps, GRU 64", "recurrentvarnet": "RecurrentVarNet 8, 128 ch x 4"}
-
-
-def _rss_kib() -> int | None:
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1])
-    except OSError:
-        return None
-    return None
-
-
-def _reset_peak_rss() -> bool:
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
-
-
-def _maxrss_mib() -> float:
-    maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return maxrss / 2**20 if sys.platform == "darwin" else maxrss / 1024
 
 
 def worker(name: str, size: int, coils: int, repeats: int) -> dict[str, Any]:
@@ -79,17 +53,12 @@ def worker(name: str, size: int, coils: int, repeats: int) -> dict[str, Any]:
     mask[..., size // 2 - size // 25 : size // 2 + size // 25] = 1
     kspace = mask_kspace(fft2c(image.unsqueeze(1) * sens), mask)
     params = sum(p.numel() for p in model.parameters())
-    rss_before = _rss_kib()
-    reset = _reset_peak_rss()
-    times = []
+    rss_before = status_kib("VmRSS")
+    reset = reset_peak_rss()
     with torch.inference_mode():
-        model(kspace, mask, sens)  # warm-up
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            model(kspace, mask, sens)
-            times.append(time.perf_counter() - t0)
-    peak = _maxrss_mib() - rss_before / 1024 if (reset and rss_before is not None) else None
-    return {"model": name, "params": params, "median_s": statistics.median(times), "times_s": times, "peak_mib": peak}
+        median_s, times = median_time(lambda: model(kspace, mask, sens), repeats)
+    peak = maxrss_mib() - rss_before / 1024 if (reset and rss_before is not None) else None
+    return {"model": name, "params": params, "median_s": median_s, "times_s": times, "peak_mib": peak}
 
 
 def run_one(name: str, size: int, coils: int, repeats: int, timeout: float) -> dict[str, Any]:

@@ -18,10 +18,10 @@ import argparse
 import math
 import platform
 import statistics
-import time
 from collections.abc import Callable
 
 import torch
+from _measure import median_time
 from skimage.data import shepp_logan_phantom
 from skimage.transform import resize
 
@@ -72,17 +72,6 @@ def make_slice(size: int, coils: int, seed: int = 0) -> dict[str, torch.Tensor |
     }
 
 
-def time_it(fn: Callable[[], object], repeats: int) -> list[float]:
-    """One untimed warm-up call, then ``repeats`` timed calls (seconds)."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return times
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=320, help="image side H = W (default 320)")
@@ -119,7 +108,7 @@ def main() -> None:
     print("|---|---:|---:|")
     with torch.inference_mode():
         for name, fn in ops:
-            times = [t * 1e3 for t in time_it(fn, args.repeats)]
+            times = [t * 1e3 for t in median_time(fn, args.repeats)[1]]
             print(f"| {name} | {statistics.median(times):.1f} | {min(times):.1f} - {max(times):.1f} |", flush=True)
 
 
