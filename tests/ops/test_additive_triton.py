@@ -9,13 +9,11 @@ upcasts 16-bit inputs to float32 before the kernels anyway).
 
 from __future__ import annotations
 
-import os
-import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
+from aot_compile import check_compiles_for_nvidia
 
 from recvision.ops.additive import chunk_additive, global_additive, naive_recurrent_additive
 from recvision.ops.utils import assert_close
@@ -207,14 +205,7 @@ def _compile_all(arch: int) -> None:
 @pytest.mark.slow
 def test_kernels_compile_for_nvidia_gpus(triton_device: str) -> None:
     """Compile all kernels to cubins for sm_90 (Hopper) and sm_80 (Ampere); no GPU needed."""
-    pytest.importorskip("triton.backends.nvidia")
-    root = Path(__file__).resolve().parents[2]
-    env = {key: value for key, value in os.environ.items() if key != "TRITON_INTERPRET"}
-    env["PYTHONPATH"] = os.pathsep.join([str(root), env.get("PYTHONPATH", "")])
-    result = subprocess.run(
-        [sys.executable, __file__, "--compile-for", "90", "80"], env=env, capture_output=True, text=True, timeout=600
-    )
-    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    check_compiles_for_nvidia(__file__)
 
 
 if __name__ == "__main__":

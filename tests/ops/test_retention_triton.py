@@ -10,13 +10,11 @@ bfloat16 is not tested: Triton's interpreter computes bfloat16 wrongly (values ~
 from __future__ import annotations
 
 import math
-import os
-import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
+from aot_compile import check_compiles_for_nvidia
 
 from recvision.ops.retention import chunk_retention, fused_recurrent_retention, naive_recurrent_retention
 from recvision.ops.utils import assert_close
@@ -337,14 +335,7 @@ def _compile_all(arch: int) -> None:
 @pytest.mark.slow
 def test_kernels_compile_for_nvidia_gpus(triton_device: str) -> None:
     """Compile all kernel variants to cubins for sm_90 (Hopper) and sm_80 (Ampere); no GPU needed."""
-    pytest.importorskip("triton.backends.nvidia")
-    root = Path(__file__).resolve().parents[2]
-    env = {key: value for key, value in os.environ.items() if key != "TRITON_INTERPRET"}
-    env["PYTHONPATH"] = os.pathsep.join([str(root), env.get("PYTHONPATH", "")])
-    result = subprocess.run(
-        [sys.executable, __file__, "--compile-for", "90", "80"], env=env, capture_output=True, text=True, timeout=600
-    )
-    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    check_compiles_for_nvidia(__file__)
 
 
 if __name__ == "__main__":
