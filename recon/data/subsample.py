@@ -321,20 +321,8 @@ def _centered_coords(n: int) -> np.ndarray:
     return (np.arange(n) - n // 2) / max(n / 2, 1.0)
 
 
-class GaussianMaskFunc1D(MaskFunc):
-    """Lines drawn without replacement with a Gaussian density centred on ``k = 0``, plus the fully sampled centre.
-
-    Exactly ``round(W / acc)`` lines are sampled (the realised acceleration is ``W / round(W / acc)``), unless the
-    centre alone exceeds that. Line ``j`` outside the centre has weight ``exp(-u_j^2 / (2 std^2))`` where ``u_j`` is its
-    distance from the centre in units of ``W / 2``.
-
-    Args:
-        center_fractions: See :class:`MaskFunc`.
-        accelerations: See :class:`MaskFunc`.
-        allow_any_combination: See :class:`MaskFunc`.
-        seed: See :class:`MaskFunc`.
-        std: Standard deviation of the density, as a fraction of half the width.
-    """
+class _GaussianDensity(MaskFunc):
+    """Adds the ``std`` of a Gaussian sampling density (a fraction of the half-size) to a mask function."""
 
     def __init__(
         self,
@@ -348,6 +336,22 @@ class GaussianMaskFunc1D(MaskFunc):
         if std <= 0:
             raise ValueError(f"std must be positive; got {std}")
         self.std = std
+
+
+class GaussianMaskFunc1D(_GaussianDensity):
+    """Lines drawn without replacement with a Gaussian density centred on ``k = 0``, plus the fully sampled centre.
+
+    Exactly ``round(W / acc)`` lines are sampled (the realised acceleration is ``W / round(W / acc)``), unless the
+    centre alone exceeds that. Line ``j`` outside the centre has weight ``exp(-u_j^2 / (2 std^2))`` where ``u_j`` is its
+    distance from the centre in units of ``W / 2``.
+
+    Args:
+        center_fractions: See :class:`MaskFunc`.
+        accelerations: See :class:`MaskFunc`.
+        allow_any_combination: See :class:`MaskFunc`.
+        seed: See :class:`MaskFunc`.
+        std: Standard deviation of the density, as a fraction of half the width.
+    """
 
     def calculate_acceleration_mask(
         self, num_cols: int, acceleration: float, offset: int | None, num_low_frequencies: int
@@ -396,7 +400,7 @@ class _MaskFunc2D(MaskFunc):
         return np.sqrt(ky**2 + kx**2)
 
 
-class GaussianMaskFunc2D(_MaskFunc2D):
+class GaussianMaskFunc2D(_GaussianDensity, _MaskFunc2D):
     """Points drawn without replacement with a 2-D Gaussian density, plus a fully sampled central box.
 
     For 2-D Cartesian undersampling of the two phase-encoding directions (mask ``[1, ..., 1, H, W]``). The weight
@@ -410,19 +414,6 @@ class GaussianMaskFunc2D(_MaskFunc2D):
         seed: See :class:`MaskFunc`.
         std: Standard deviation of the density, as a fraction of the half-sizes.
     """
-
-    def __init__(
-        self,
-        center_fractions: Sequence[float],
-        accelerations: Sequence[float],
-        allow_any_combination: bool = False,
-        seed: int | None = None,
-        std: float = 0.5,
-    ) -> None:
-        super().__init__(center_fractions, accelerations, allow_any_combination, seed)
-        if std <= 0:
-            raise ValueError(f"std must be positive; got {std}")
-        self.std = std
 
     def calculate_acceleration_mask_2d(self, center: np.ndarray, num_points: int) -> np.ndarray:
         mask = np.zeros(center.shape, dtype=np.float32)
