@@ -1,25 +1,27 @@
-"""CPU benchmark: ViR-B/16 (retention, chunkwise and recurrent) and LightNet-B/16 against ViT-B/16 (softmax attention).
+"""CPU benchmark: ViR-B/16 (retention, chunkwise and recurrent), LightNet-B/16 and pLSTM-B/16 against ViT-B/16.
 
 Two parts, both in one run:
 
 1. **Models.** For each image size (224, 512, 1024, 2048 px by default), batch 1, forward only under
    ``torch.inference_mode()``: timm's ``vit_base_patch16_224`` and recvision's ``vir_base`` in
-   ``retention_mode="chunkwise"`` and ``"recurrent"``, and ``lightnet_base``, each built with ``img_size`` set to
-   the size. Every
-   (model, size) runs in a FRESH PROCESS (this script with the hidden ``--worker`` flag), so that its peak memory
-   is its own. The worker builds the model and the input, records its resident set size (RSS), resets the
-   kernel's high-water mark, runs one warm-up forward (not timed) and ``--repeats`` timed forwards, and reports the
-   median time and ``ru_maxrss - RSS before`` (the peak extra memory of the forward passes) as JSON. A worker that
-   exceeds ``--timeout`` or runs out of memory is reported as such in the table.
+   ``retention_mode="chunkwise"`` and ``"recurrent"``, ``lightnet_base`` and ``plstm_base`` (the 2-D pLSTM, its
+   default op: Triton on CUDA, the PyTorch chunked wavefront on CPU; opt-in with ``--models``), each built with
+   ``img_size`` set to the size. Every (model, size) runs in a FRESH PROCESS (this script with the hidden
+   ``--worker`` flag), so that its peak memory is its own. The worker builds the model and the input, records its
+   resident set size (RSS), resets the kernel's high-water mark, runs one warm-up forward (not timed) and
+   ``--repeats`` timed forwards, and reports the median time and ``ru_maxrss - RSS before`` (the peak extra memory
+   of the forward passes) as JSON. A worker that exceeds ``--timeout`` or runs out of memory is reported as such in
+   the table.
 2. **Op efficiency.** ``recvision.ops.retention.chunk_retention`` on the CPU (B=1, H=12, K=V=64,
    T=4096 and 16384) achieves ``2*B*H*T*(C*K + C*V + 2*K*V)`` FLOP per forward (C = chunk size: intra-chunk
    ``q k^T``, intra-chunk ``scores @ v``, the chunk state update ``k^T v`` and the inter-chunk ``q @ S``). Its FLOP/s
    is divided by the FLOP/s of a plain fp32 ``torch.matmul`` (2048 x 2048 @ 2048 x 2048) on the same machine.
 
-All measurements use ``torch.set_num_threads(2)``. Usage (from the repository root)::
+All measurements use ``torch.set_num_threads(2)`` (``--threads``). Usage (from the repository root)::
 
     python benchmarks/bench_vir_vs_vit.py                                  # everything (about 20 minutes on 2 cores)
     python benchmarks/bench_vir_vs_vit.py --sizes 224 --models vit --skip-op
+    python benchmarks/bench_vir_vs_vit.py --sizes 224 512 --models vit vir-chunk plstm --skip-op
     python benchmarks/bench_vir_vs_vit.py --skip-models --chunk-size 64 128 --json op.json
 """
 
@@ -41,8 +43,10 @@ from typing import Any
 from _measure import maxrss_mib, median_time, reset_peak_rss, status_kib
 
 NUM_THREADS = 2
-MODELS = ("vit", "vir-chunk", "vir-rec", "lightnet")
-MODEL_LABELS = {"vit": "ViT", "vir-chunk": "ViR-chunk", "vir-rec": "ViR-rec", "lightnet": "LightNet"}
+MODELS = ("vit", "vir-chunk", "vir-rec", "lightnet", "plstm")
+# pLSTM is opt-in (``--models ... plstm``): its CPU forward at 1024-2048 px takes far longer than the others
+DEFAULT_MODELS = ("vit", "vir-chunk", "vir-rec", "lightnet")
+MODEL_LABELS = {"vit": "ViT", "vir-chunk": "ViR-chunk", "vir-rec": "ViR-rec", "lightnet": "LightNet", "plstm": "pLSTM"}
 VIR_MODES = {"vir-chunk": "chunkwise", "vir-rec": "recurrent"}
 RESULT_PREFIX = "BENCH_RESULT "
 
@@ -84,7 +88,7 @@ def build_model(name: str, size: int, vir_chunk_size: int | None = None) -> Any:
     """Build one benchmarked model, in eval mode, for ``size`` x ``size`` inputs.
 
     Args:
-        name: ``"vit"``, ``"vir-chunk"``, ``"vir-rec"`` or ``"lightnet"``.
+        name: ``"vit"``, ``"vir-chunk"``, ``"vir-rec"``, ``"lightnet"`` or ``"plstm"``.
         size: image side in pixels; the position embedding is made for this size (``img_size=size``).
         vir_chunk_size: ``chunk_size`` of the ViR model (``None`` keeps the model's default).
     """
@@ -102,6 +106,10 @@ def build_model(name: str, size: int, vir_chunk_size: int | None = None) -> Any:
         import recvision  # noqa: F401  (registers lightnet_base)
 
         model = timm.create_model("lightnet_base", pretrained=False, img_size=size)
+    elif name == "plstm":
+        import recvision  # noqa: F401  (registers plstm_base)
+
+        model = timm.create_model("plstm_base", pretrained=False, img_size=size)
     else:
         raise ValueError(f"model must be one of {MODELS}; got {name!r}")
     return model.eval()
@@ -156,6 +164,7 @@ def run_worker(name: str, size: int, repeats: int, vir_chunk_size: int | None) -
 def spawn_worker(name: str, size: int, repeats: int, timeout: float, vir_chunk_size: int | None) -> dict[str, Any]:
     """Run :func:`run_worker` in a fresh Python process and collect its result (or why there is none)."""
     cmd = [sys.executable, os.path.abspath(__file__), "--worker", name, str(size), "--repeats", str(repeats)]
+    cmd += ["--threads", str(NUM_THREADS)]
     if vir_chunk_size is not None:
         cmd += ["--vir-chunk-size", str(vir_chunk_size)]
     env = dict(os.environ, OMP_NUM_THREADS=str(NUM_THREADS), MKL_NUM_THREADS=str(NUM_THREADS))
@@ -388,7 +397,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--sizes", type=int, nargs="+", default=[224, 512, 1024, 2048], help="image sides in px")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per measurement (median; >= 3)")
-    parser.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS), help="models to benchmark")
+    parser.add_argument("--models", nargs="+", choices=MODELS, default=list(DEFAULT_MODELS), help="models to benchmark")
     parser.add_argument("--timeout", type=float, default=3600.0, help="seconds allowed per worker process")
     parser.add_argument("--json", type=Path, default=None, metavar="PATH", help="also save all results as JSON")
     parser.add_argument(
@@ -398,10 +407,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--seq-lens", type=int, nargs="+", default=[4096, 16384], help="sequence lengths T of the op measurement"
     )
     parser.add_argument("--vir-chunk-size", type=int, default=None, help="chunk_size of the ViR models")
+    parser.add_argument("--threads", type=int, default=NUM_THREADS, help="torch / OpenMP threads of every measurement")
     parser.add_argument("--skip-models", action="store_true", help="only measure the op FLOP/s ratio")
     parser.add_argument("--skip-op", action="store_true", help="only benchmark the models")
     parser.add_argument("--worker", nargs=2, metavar=("MODEL", "SIZE"), default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.threads < 1:
+        parser.error(f"--threads must be >= 1; got {args.threads}")
     if args.repeats < 3:
         parser.error(f"--repeats must be >= 3 (the median of at least three runs); got {args.repeats}")
     if any(s < 16 or s % 16 for s in args.sizes):
@@ -413,7 +425,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     """Run the benchmark (or, with ``--worker``, one measurement) and print the report."""
+    global NUM_THREADS
     args = parse_args(argv)
+    NUM_THREADS = args.threads
     if args.worker is not None:
         name, size = args.worker
         result = run_worker(name, int(size), args.repeats, args.vir_chunk_size)
@@ -442,7 +456,7 @@ def main(argv: list[str] | None = None) -> None:
                 print(f"  -> {result['status']} {result.get('median_s', '')}", file=sys.stderr, flush=True)
                 results.append(result)
         report["models"] = results
-        print(f"## ViR-B/16 and LightNet-B/16 vs ViT-B/16, batch 1, forward, median of {args.repeats}\n")
+        print(f"## ViR-B/16, LightNet-B/16 and pLSTM-B/16 vs ViT-B/16, batch 1, forward, median of {args.repeats}\n")
         print(model_table(results, args.sizes))
         print()
 

@@ -1,0 +1,461 @@
+"""pLSTM vision backbone (pLSTM-Vis).
+
+Paper: Pöppel et al., "pLSTM: parallelizable Linear Source Transition Mark networks"
+(arXiv 2506.11997); reference configs ``ml-jku/plstm_experiments`` (``config/model/plstm_vision.yaml``,
+``plstm_vis_{t,s,b}.yaml``). An isotropic encoder over the patch grid: patch 16, a learned 2-D position embedding
+(resampled to other grids), ``depth`` pre-norm blocks alternating P-mode and D-mode pLSTM layers (``"PD"`` pairs,
+12 layers), each block ``x + pLSTM(RMSNorm x)`` then ``x + MLP(RMSNorm x)`` (ratio 4, GELU, ungated), a final
+RMSNorm, and "corner" pooling: the tokens of the four image corners are concatenated, so the classifier reads
+``4 * dim`` features. Each pLSTM layer runs in the four grid orientations (:mod:`recvision.layers.plstm`), so the
+corner tokens are the ones that have seen the whole image along some orientation.
+
+``forward_features`` returns the token map channels-last, ``[B, H', W', C]`` (``output_fmt = "NHWC"``).
+No weights are published for pLSTM-Vis in PyTorch; ``pretrained=True`` loads a local file given as
+``pretrained_cfg_overlay=dict(file="path/to/weights.safetensors")``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import partial
+from typing import Any
+
+import torch
+from timm.layers import (
+    DropPath,
+    LayerScale,
+    LayerType,
+    Mlp,
+    PatchEmbed,
+    RmsNorm,
+    get_act_layer,
+    get_device_dtype,
+    get_norm_layer,
+    resample_abs_pos_embed_nhwc,
+    trunc_normal_,
+)
+from timm.models import build_model_with_cfg, checkpoint_seq, generate_default_cfgs, named_apply, register_model
+from timm.models._features import feature_take_indices
+from timm.models.vision_transformer import init_weights_vit_timm
+from torch import nn
+
+from ..layers.plstm import PLSTM2D, check_plstm_impl
+from ._common import IsotropicClassifierMixin, cfg, check_pretrained_source, residual
+
+__all__ = ["PLSTMVision", "PLSTMBlock", "checkpoint_filter_fn"]
+
+_GLOBAL_POOLS = ("", "avg", "corners")
+
+
+class PLSTMBlock(nn.Module):
+    """Pre-norm pLSTM block on the patch grid: ``x + DropPath(pLSTM(N(x)))`` then ``x + DropPath(MLP(N(x)))``."""
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        mode: str = "P",
+        chirality: str = "L",
+        mlp_ratio: float = 4.0,
+        qkv_bias: bool = True,
+        proj_drop: float = 0.0,
+        drop_path: float = 0.0,
+        init_values: float | None = None,
+        plstm_impl: str = "auto",
+        chunk_size: int | None = None,
+        act_layer: type[nn.Module] = nn.GELU,
+        norm_layer: type[nn.Module] = RmsNorm,
+        mlp_layer: type[nn.Module] = Mlp,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        """
+        Args:
+            dim: token width.
+            num_heads: pLSTM heads.
+            mode: ``"P"`` or ``"D"`` pLSTM layer.
+            chirality: D-mode crossing, ``"L"`` or ``"R"``.
+            mlp_ratio: MLP hidden width relative to ``dim``.
+            qkv_bias: bias in the q/k/v projection.
+            proj_drop: MLP dropout.
+            drop_path: stochastic-depth rate.
+            init_values: LayerScale initial value (``None``, the reference's choice, disables LayerScale).
+            plstm_impl: op used by the pLSTM layer (see :class:`~recvision.layers.plstm.PLSTM2D`).
+            chunk_size: chunk side of the chunked op.
+            act_layer: MLP activation.
+            norm_layer: normalisation layer.
+            mlp_layer: MLP class.
+            device: factory device.
+            dtype: factory dtype.
+        """
+        dd = {"device": device, "dtype": dtype}
+        super().__init__()
+        self.norm1 = norm_layer(dim, **dd)
+        self.plstm = PLSTM2D(
+            dim,
+            num_heads,
+            mode=mode,
+            chirality=chirality,
+            qkv_bias=qkv_bias,
+            impl=plstm_impl,
+            chunk_size=chunk_size,
+            **dd,
+        )
+        self.ls1 = LayerScale(dim, init_values=init_values, **dd) if init_values else nn.Identity()
+        self.drop_path1 = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
+        self.norm2 = norm_layer(dim, **dd)
+        hidden = int(dim * mlp_ratio)
+        self.mlp = mlp_layer(in_features=dim, hidden_features=hidden, act_layer=act_layer, drop=proj_drop, **dd)
+        self.ls2 = LayerScale(dim, init_values=init_values, **dd) if init_values else nn.Identity()
+        self.drop_path2 = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x``: tokens ``[B, H', W', C]`` on the patch grid -> ``[B, H', W', C]``."""
+        x = residual(x, self.plstm(self.norm1(x)), self.ls1, self.drop_path1)
+        return residual(x, self.mlp(self.norm2(x)), self.ls2, self.drop_path2)
+
+
+class PLSTMVision(IsotropicClassifierMixin, nn.Module):
+    """pLSTM-Vis with the timm model API; ``forward_features`` returns the ``[B, H', W', C]`` token map."""
+
+    dynamic_img_size: bool
+
+    def __init__(
+        self,
+        img_size: int | tuple[int, int] = 224,
+        patch_size: int | tuple[int, int] = 16,
+        in_chans: int = 3,
+        num_classes: int = 1000,
+        global_pool: str = "corners",
+        embed_dim: int = 768,
+        depth: int = 12,
+        num_heads: int = 12,
+        mlp_ratio: float = 4.0,
+        qkv_bias: bool = True,
+        init_values: float | None = None,
+        block_modes: str = "PD",
+        chirality: str = "L",
+        pos_embed: bool = True,
+        plstm_impl: str = "auto",
+        chunk_size: int | None = None,
+        dynamic_img_size: bool = False,
+        dynamic_img_pad: bool = False,
+        drop_rate: float = 0.0,
+        pos_drop_rate: float = 0.0,
+        proj_drop_rate: float = 0.0,
+        drop_path_rate: float = 0.0,
+        weight_init: str = "",
+        embed_layer: Callable = PatchEmbed,
+        norm_layer: LayerType | None = None,
+        act_layer: LayerType | None = None,
+        mlp_layer: type[nn.Module] = Mlp,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        """
+        Args:
+            img_size: input size the position embedding is made for.
+            patch_size: patch size.
+            in_chans: input channels.
+            num_classes: classifier outputs (0 = no classifier).
+            global_pool: ``"corners"`` (concatenate the four corner tokens: ``4 * embed_dim`` features),
+                ``"avg"`` or ``""`` (no pooling).
+            embed_dim: token width.
+            depth: number of blocks (pLSTM layers).
+            num_heads: pLSTM heads per block.
+            mlp_ratio: MLP hidden width relative to ``embed_dim``.
+            qkv_bias: bias in the q/k/v projections.
+            init_values: LayerScale initial value (``None`` disables LayerScale, as in the reference).
+            block_modes: pLSTM mode of block ``i`` is ``block_modes[i % len(block_modes)]`` (``"P"``/``"D"``).
+            chirality: D-mode crossing, ``"L"`` or ``"R"``.
+            pos_embed: learn an absolute 2-D position embedding.
+            plstm_impl: op of the pLSTM layers: ``"auto"``, ``"chunk"``, ``"parallel"`` or ``"naive"``.
+            chunk_size: chunk side of the chunked op (``None``: the op's default).
+            dynamic_img_size: accept any input size, resampling the position embedding to the patch grid.
+            dynamic_img_pad: pad inputs to a multiple of the patch size.
+            drop_rate: dropout before the classifier.
+            pos_drop_rate: dropout after adding the position embedding.
+            proj_drop_rate: MLP dropout.
+            drop_path_rate: stochastic-depth rate (linearly increasing over the blocks).
+            weight_init: ``""`` (timm ViT init for the linears, reference init for the gates) or ``"skip"``.
+            embed_layer: patch-embedding class.
+            norm_layer: normalisation layer (default RMSNorm, eps 1e-5).
+            act_layer: MLP activation (default GELU).
+            mlp_layer: MLP class.
+            device: factory device (``"meta"`` works).
+            dtype: factory dtype.
+        """
+        dd = {"device": device, "dtype": dtype}
+        super().__init__()
+        if not block_modes or set(block_modes) - {"P", "D"}:
+            raise ValueError(f"block_modes must be a non-empty string of 'P' and 'D'; got {block_modes!r}")
+        norm_layer = get_norm_layer(norm_layer) or partial(RmsNorm, eps=1e-5)
+        act_layer = get_act_layer(act_layer) or nn.GELU
+
+        self.num_classes = num_classes
+        self.num_prefix_tokens = 0
+        self.num_suffix_tokens = 0
+        self.global_pools = _GLOBAL_POOLS
+        self.global_pool = self.check_global_pool(global_pool)
+        self.num_features = self.embed_dim = embed_dim
+        self.head_hidden_size = self._pooled_width(self.global_pool)
+        self.output_fmt = "NHWC"
+        self.dynamic_img_size = dynamic_img_size
+        self.plstm_impl = check_plstm_impl(plstm_impl)
+        self.grad_checkpointing = False
+
+        embed_args: dict[str, Any] = dict(strict_img_size=False) if dynamic_img_size else {}
+        self.patch_embed = embed_layer(
+            img_size=img_size,
+            patch_size=patch_size,
+            in_chans=in_chans,
+            embed_dim=embed_dim,
+            dynamic_img_pad=dynamic_img_pad,
+            output_fmt="NHWC",
+            **embed_args,
+            **dd,
+        )
+        reduction = self.patch_embed.feat_ratio() if hasattr(self.patch_embed, "feat_ratio") else patch_size
+        grid_h, grid_w = self.patch_embed.grid_size
+        self.pos_embed = nn.Parameter(torch.empty(1, grid_h, grid_w, embed_dim, **dd)) if pos_embed else None
+        self.pos_drop = nn.Dropout(p=pos_drop_rate)
+
+        dpr = [x.item() for x in torch.linspace(0, drop_path_rate, depth, device="cpu")]
+        self.blocks = nn.Sequential(
+            *[
+                PLSTMBlock(
+                    embed_dim,
+                    num_heads,
+                    mode=block_modes[i % len(block_modes)],
+                    chirality=chirality,
+                    mlp_ratio=mlp_ratio,
+                    qkv_bias=qkv_bias,
+                    proj_drop=proj_drop_rate,
+                    drop_path=dpr[i],
+                    init_values=init_values,
+                    plstm_impl=plstm_impl,
+                    chunk_size=chunk_size,
+                    act_layer=act_layer,
+                    norm_layer=norm_layer,
+                    mlp_layer=mlp_layer,
+                    **dd,
+                )
+                for i in range(depth)
+            ]
+        )
+        self.feature_info = [dict(module=f"blocks.{i}", num_chs=embed_dim, reduction=reduction) for i in range(depth)]
+        self.norm = norm_layer(embed_dim, **dd)
+        self.head_drop = nn.Dropout(drop_rate)
+        self.head = nn.Linear(self.head_hidden_size, num_classes, **dd) if num_classes > 0 else nn.Identity()
+
+        if weight_init != "skip" and self.norm.weight.device.type != "meta":
+            self.init_weights()
+
+    def init_weights(self) -> None:
+        """Truncated-normal position embedding and linears (timm ViT), reference gate init, unit norm scales."""
+        if self.pos_embed is not None:
+            trunc_normal_(self.pos_embed, std=0.02)
+        named_apply(init_weights_vit_timm, self)
+
+    @torch.jit.ignore
+    def no_weight_decay(self) -> set[str]:
+        return {"pos_embed"} if self.pos_embed is not None else set()
+
+    @torch.jit.ignore
+    def group_matcher(self, coarse: bool = False) -> dict[str, Any]:
+        return dict(stem=r"^pos_embed|patch_embed", blocks=[(r"^blocks\.(\d+)", None), (r"^norm", (99999,))])
+
+    def set_plstm_impl(self, impl: str) -> None:
+        """Switch every pLSTM layer to the op ``"auto"``, ``"chunk"``, ``"parallel"`` or ``"naive"``."""
+        self.plstm_impl = check_plstm_impl(impl)
+        for block in self.blocks:
+            block.plstm.impl = impl
+
+    def set_input_size(self, img_size: int | tuple[int, int] | None = None) -> None:
+        """Change the input size the model is built for, resampling the position embedding."""
+        prev_grid = self.patch_embed.grid_size
+        self.patch_embed.set_input_size(img_size=img_size)
+        if self.pos_embed is not None and self.patch_embed.grid_size != prev_grid:
+            self.pos_embed = nn.Parameter(
+                resample_abs_pos_embed_nhwc(self.pos_embed, list(self.patch_embed.grid_size)),
+                requires_grad=self.pos_embed.requires_grad,
+            )
+
+    # ---------------------------------------------------------------------------------------------------------
+    # head: pooling over the [B, H', W', C] map
+
+    def _pooled_width(self, global_pool: str) -> int:
+        return 4 * self.embed_dim if global_pool == "corners" else self.embed_dim
+
+    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
+        """Replace the classifier with one of ``num_classes`` outputs (0 = identity), optionally changing pooling."""
+        if global_pool is not None:
+            self.global_pool = self.check_global_pool(global_pool)
+        self.head_hidden_size = self._pooled_width(self.global_pool)
+        self.num_classes = num_classes
+        dd = get_device_dtype(self)
+        self.head = nn.Linear(self.head_hidden_size, num_classes, **dd) if num_classes > 0 else nn.Identity()
+
+    def pool(self, x: torch.Tensor) -> torch.Tensor:
+        """Pool the token map ``[B, H', W', C]``: ``"corners"`` -> ``[B, 4 C]`` (top-left, top-right,
+        bottom-left, bottom-right), ``"avg"`` -> ``[B, C]``, ``""`` -> unchanged."""
+        if self.global_pool == "corners":
+            return torch.cat([x[:, 0, 0], x[:, 0, -1], x[:, -1, 0], x[:, -1, -1]], dim=-1)
+        if self.global_pool == "avg":
+            return x.mean(dim=(1, 2))
+        return x
+
+    # ---------------------------------------------------------------------------------------------------------
+    # trunk
+
+    def _embed(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.patch_embed(x)  # [B, H', W', C]
+        if self.pos_embed is not None:
+            if self.dynamic_img_size:
+                x = x + resample_abs_pos_embed_nhwc(self.pos_embed, list(x.shape[1:3]))
+            else:
+                x = x + self.pos_embed
+        return self.pos_drop(x)
+
+    def forward_intermediates(
+        self,
+        x: torch.Tensor,
+        indices: int | list[int] | None = None,
+        norm: bool = False,
+        stop_early: bool = False,
+        output_fmt: str = "NCHW",
+        intermediates_only: bool = False,
+    ) -> list[torch.Tensor] | tuple[torch.Tensor, list[torch.Tensor]]:
+        """Forward that also returns the outputs of selected blocks.
+
+        Args:
+            x: images ``[B, C, H, W]``.
+            indices: last ``n`` blocks if an int, all if ``None``, else the listed block indices.
+            norm: apply the final norm to the intermediates.
+            stop_early: stop after the last requested block.
+            output_fmt: ``"NCHW"`` (``[B, C, H', W']``), ``"NHWC"`` (``[B, H', W', C]``) or ``"NLC"``
+                (``[B, H' W', C]``, row-major).
+            intermediates_only: return only the intermediates.
+
+        Returns:
+            ``(final_features [B, H', W', C], intermediates)`` or just the intermediates.
+        """
+        if output_fmt not in ("NCHW", "NHWC", "NLC"):
+            raise ValueError(f"output_fmt must be 'NCHW', 'NHWC' or 'NLC'; got {output_fmt!r}")
+        take_indices, max_index = feature_take_indices(len(self.blocks), indices)
+        blocks = self.blocks[: max_index + 1] if stop_early else self.blocks
+        x = self._embed(x)
+        intermediates = []
+        for i, block in enumerate(blocks):
+            if self.grad_checkpointing and not torch.jit.is_scripting():
+                x = torch.utils.checkpoint.checkpoint(block, x, use_reentrant=False)
+            else:
+                x = block(x)
+            if i in take_indices:
+                intermediates.append(self.norm(x) if norm else x)
+        if output_fmt == "NCHW":
+            intermediates = [y.permute(0, 3, 1, 2).contiguous() for y in intermediates]
+        elif output_fmt == "NLC":
+            intermediates = [y.flatten(1, 2) for y in intermediates]
+        if intermediates_only:
+            return intermediates
+        return self.norm(x), intermediates
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Images ``[B, C, H, W]`` -> normalised token map ``[B, H', W', C]``."""
+        x = self._embed(x)
+        if self.grad_checkpointing and not torch.jit.is_scripting():
+            x = checkpoint_seq(self.blocks, x)
+        else:
+            x = self.blocks(x)
+        return self.norm(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Images ``[B, C, H, W]`` -> logits ``[B, num_classes]``."""
+        return self.forward_head(self.forward_features(x))
+
+
+def checkpoint_filter_fn(state_dict: dict[str, torch.Tensor], model: PLSTMVision) -> dict[str, torch.Tensor]:
+    """Adapt a checkpoint to ``model``: unwrap ``model``/``state_dict`` containers, resample the 2-D position
+    embedding ``[1, h, w, C]`` to the model's patch grid, and the patch-embedding kernel to its patch size."""
+    from timm.layers import resample_patch_embed
+
+    state_dict = state_dict.get("model", state_dict)
+    state_dict = state_dict.get("state_dict", state_dict)
+    out = {}
+    for key, value in state_dict.items():
+        if key == "pos_embed" and model.pos_embed is not None and value.shape != model.pos_embed.shape:
+            if value.ndim != 4 or value.shape[0] != 1 or value.shape[-1] != model.embed_dim:
+                raise ValueError(
+                    f"checkpoint pos_embed has shape {tuple(value.shape)}; expected [1, h, w, {model.embed_dim}] "
+                    f"to resample to the model's grid {model.patch_embed.grid_size}"
+                )
+            value = resample_abs_pos_embed_nhwc(value, list(model.patch_embed.grid_size))
+        elif key == "patch_embed.proj.weight" and value.shape[-2:] != model.patch_embed.proj.weight.shape[-2:]:
+            value = resample_patch_embed(value, list(model.patch_embed.proj.weight.shape[-2:]))
+        out[key] = value
+    return out
+
+
+def _cfg(**kwargs: Any) -> dict[str, Any]:
+    kwargs.setdefault("pool_size", (14, 14))
+    return cfg("arXiv:2506.11997", "pLSTM: parallelizable Linear Source Transition Mark networks", **kwargs)
+
+
+default_cfgs = generate_default_cfgs(
+    {
+        "plstm_femto": _cfg(input_size=(3, 64, 64), pool_size=(8, 8)),
+        "plstm_tiny": _cfg(),
+        "plstm_small": _cfg(),
+        "plstm_base": _cfg(),
+        "test_plstm": _cfg(input_size=(3, 32, 32), pool_size=(4, 4), fixed_input_size=False),
+    }
+)
+
+
+def _create_plstm(variant: str, pretrained: bool = False, **kwargs: Any) -> PLSTMVision:
+    out_indices = kwargs.pop("out_indices", 3)
+    check_pretrained_source(variant, pretrained, kwargs)
+    return build_model_with_cfg(
+        PLSTMVision,
+        variant,
+        pretrained,
+        pretrained_filter_fn=checkpoint_filter_fn,
+        feature_cfg=dict(out_indices=out_indices, feature_cls="getter"),
+        **kwargs,
+    )
+
+
+@register_model
+def plstm_femto(pretrained: bool = False, **kwargs: Any) -> PLSTMVision:
+    """pLSTM-Vis femto/8 at 64 px (not in the paper; for small-image studies): width 64, 4 blocks (2 PD), 2 heads."""
+    model_args = dict(img_size=64, patch_size=8, embed_dim=64, depth=4, num_heads=2)
+    return _create_plstm("plstm_femto", pretrained=pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def plstm_tiny(pretrained: bool = False, **kwargs: Any) -> PLSTMVision:
+    """pLSTM-Vis-T/16: width 192, 12 blocks (6 PD pairs), 3 heads."""
+    model_args = dict(patch_size=16, embed_dim=192, depth=12, num_heads=3)
+    return _create_plstm("plstm_tiny", pretrained=pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def plstm_small(pretrained: bool = False, **kwargs: Any) -> PLSTMVision:
+    """pLSTM-Vis-S/16: width 384, 12 blocks (6 PD pairs), 6 heads."""
+    model_args = dict(patch_size=16, embed_dim=384, depth=12, num_heads=6)
+    return _create_plstm("plstm_small", pretrained=pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def plstm_base(pretrained: bool = False, **kwargs: Any) -> PLSTMVision:
+    """pLSTM-Vis-B/16: width 768, 12 blocks (6 PD pairs), 12 heads."""
+    model_args = dict(patch_size=16, embed_dim=768, depth=12, num_heads=12)
+    return _create_plstm("plstm_base", pretrained=pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def test_plstm(pretrained: bool = False, **kwargs: Any) -> PLSTMVision:
+    """Tiny pLSTM-Vis for tests: 32 px, patch 8, width 64, 4 blocks (2 PD pairs), 2 heads."""
+    model_args = dict(img_size=32, patch_size=8, embed_dim=64, depth=4, num_heads=2)
+    return _create_plstm("test_plstm", pretrained=pretrained, **dict(model_args, **kwargs))

@@ -1,0 +1,26 @@
+"""2-D pLSTM (Pöppel et al., "pLSTM: parallelizable Linear Source Transition Mark networks", arXiv 2506.11997).
+
+Layout (channels last, one head axis): ``q, k [B, X, Y, H, DK]``, ``v [B, X, Y, H, DV]``, nine gates
+``[B, X, Y, H]`` passed by keyword (``plstm2d(q, k, v, **p_mode_gates(...))``); every form returns
+``o [B, X, Y, H, DV]``. States flow towards ``+x`` and ``+y``; :func:`orient` flips the grid for the other three
+directions. The maths is in ``README.md``.
+"""
+
+from .chunk import DEFAULT_CHUNK_SIZE, chunk_plstm2d, plstm2d
+from .common import GATE_NAMES
+from .gates import d_mode_gates, orient, p_mode_gates, unorient
+from .naive import naive_plstm2d
+from .parallel import parallel_plstm2d
+
+__all__ = [
+    "DEFAULT_CHUNK_SIZE",
+    "GATE_NAMES",
+    "chunk_plstm2d",
+    "d_mode_gates",
+    "naive_plstm2d",
+    "orient",
+    "p_mode_gates",
+    "parallel_plstm2d",
+    "plstm2d",
+    "unorient",
+]

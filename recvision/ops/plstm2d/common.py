@@ -1,0 +1,70 @@
+"""Shared input handling of the 2-D pLSTM ops: argument checks, the gate names and the dtype policy."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from ..utils.dtypes import compute_dtype
+
+__all__ = ["GATE_NAMES", "check_plstm2d_inputs", "compute_dtype", "gate_dict"]
+
+# Keyword names of the nine per-cell gates, in the order of the public signatures.
+GATE_NAMES = ("source_r", "source_d", "trans_rl", "trans_ru", "trans_du", "trans_dl", "mark_l", "mark_u", "direct")
+
+
+def gate_dict(*gates: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The nine gates, given positionally in :data:`GATE_NAMES` order, keyed by name."""
+    return dict(zip(GATE_NAMES, gates, strict=True))
+
+
+def check_plstm2d_inputs(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, gates: dict[str, torch.Tensor], scale: float | None
+) -> float:
+    """Validate the inputs of a pLSTM 2-D op and resolve the default query scale.
+
+    Args:
+        q: queries ``[B, X, Y, H, DK]``.
+        k: keys ``[B, X, Y, H, DK]``.
+        v: values ``[B, X, Y, H, DV]``.
+        gates: the nine gates keyed by :data:`GATE_NAMES`, each ``[B, X, Y, H]``.
+        scale: query scale, or ``None`` for ``DK ** -0.5``.
+
+    Returns:
+        The query scale as a float.
+    """
+    for name, t in (("q", q), ("k", k), ("v", v)):
+        if not isinstance(t, torch.Tensor):
+            raise ValueError(f"plstm2d: {name} must be a tensor; got {type(t).__name__}")
+    if q.ndim != 5 or k.ndim != 5 or v.ndim != 5:
+        raise ValueError(
+            "plstm2d expects q, k of shape [B, X, Y, H, DK] and v of shape [B, X, Y, H, DV]; got "
+            f"q {tuple(q.shape)}, k {tuple(k.shape)}, v {tuple(v.shape)}"
+        )
+    if q.shape != k.shape:
+        raise ValueError(f"plstm2d: q and k must have the same shape; got q {tuple(q.shape)}, k {tuple(k.shape)}")
+    if v.shape[:4] != q.shape[:4]:
+        raise ValueError(
+            f"plstm2d: v must be [B, X, Y, H, DV] with B, X, Y, H = {tuple(q.shape[:4])}; got {tuple(v.shape)}"
+        )
+    if min(q.shape) == 0 or v.shape[-1] == 0:
+        raise ValueError(f"plstm2d: every dimension must be non-empty; got q {tuple(q.shape)}, v {tuple(v.shape)}")
+    if not (q.dtype == k.dtype == v.dtype) or not q.is_floating_point():
+        raise ValueError(f"plstm2d: q, k, v must share one floating dtype; got {q.dtype}, {k.dtype}, {v.dtype}")
+    expected = tuple(q.shape[:4])
+    for name in GATE_NAMES:
+        gate = gates.get(name)
+        if not isinstance(gate, torch.Tensor):
+            raise ValueError(f"plstm2d: gate {name} must be a tensor of shape [B, X, Y, H] = {list(expected)}")
+        if tuple(gate.shape) != expected:
+            raise ValueError(
+                f"plstm2d: gate {name} must have shape [B, X, Y, H] = {list(expected)}; got {tuple(gate.shape)}"
+            )
+        if not gate.is_floating_point():
+            raise ValueError(f"plstm2d: gate {name} must be a floating tensor; got {gate.dtype}")
+        if gate.device != q.device:
+            raise ValueError(f"plstm2d: gate {name} is on {gate.device} but q is on {q.device}")
+    if scale is None:
+        return 1.0 / math.sqrt(q.shape[-1])
+    return float(scale)

@@ -1,0 +1,410 @@
+"""pLSTM-Vis backbone: the 2-D pLSTM layer (P/D modes, four orientations) and the timm model API (checks modelled
+on timm's tests/test_models.py)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import timm
+import torch
+from timm.models import group_parameters
+
+import recvision
+from recvision.backbones.plstm import PLSTMVision, checkpoint_filter_fn
+from recvision.layers.plstm import PLSTM2D
+
+
+def randomize(module: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+    """Random, non-trivial weights: gates away from their near-constant init, norm scales near 1."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in module.named_parameters():
+            noise = torch.randn(p.shape, generator=gen, dtype=torch.float32).to(p.dtype)
+            if (name.endswith("weight") and "norm" in name) or name.endswith("gamma"):
+                p.copy_(1.0 + 0.2 * noise)
+            else:
+                p.copy_(0.5 * noise / max(1, p.shape[-1]) ** 0.5)
+    return module.eval()
+
+
+def make(**kwargs) -> PLSTMVision:
+    return randomize(timm.create_model("test_plstm", **kwargs))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the layer
+
+
+@pytest.mark.parametrize("mode, chirality", [("P", "L"), ("D", "L"), ("D", "R")])
+def test_layer_ops_agree_on_odd_grid(mode, chirality):
+    layer = randomize(PLSTM2D(32, 2, mode=mode, chirality=chirality, impl="naive").double())
+    x = torch.randn(2, 5, 7, 32, dtype=torch.float64)
+    ref = layer(x)
+    assert ref.shape == x.shape and ref.std() > 0.1
+    for impl, chunk_size in (("chunk", None), ("chunk", 2), ("parallel", None), ("auto", 4)):
+        layer.impl, layer.chunk_size = impl, chunk_size
+        torch.testing.assert_close(layer(x), ref, rtol=1e-10, atol=1e-10, msg=f"{impl} {chunk_size}")
+
+
+def _changed_cells(layer: PLSTM2D, x: torch.Tensor, cell: tuple[int, int]) -> torch.Tensor:
+    x2 = x.clone()
+    x2[:, cell[0], cell[1]] += 1.0
+    return (layer(x2) - layer(x)).abs().amax(dim=(0, 3)) > 1e-9  # [X, Y]
+
+
+@pytest.mark.parametrize("mode", ["P", "D"])
+def test_each_orientation_reaches_its_own_quadrant(mode):
+    """With the sources of all but orientation ``o`` switched off, a change at one cell reaches exactly the cells
+    downstream in that orientation: four different quadrants, so X, Y and XY are flipped (no repeated flip)."""
+    X, Y, cx, cy = 5, 6, 2, 3
+    x = torch.randn(1, X, Y, 16, dtype=torch.float64)
+    rows, cols = torch.arange(X)[:, None], torch.arange(Y)[None, :]
+    quadrants = {
+        0: (rows >= cx) & (cols >= cy),
+        1: (rows <= cx) & (cols >= cy),
+        2: (rows >= cx) & (cols <= cy),
+        3: (rows <= cx) & (cols <= cy),
+    }
+    sources = [i for i, name in enumerate(PLSTM2D(16, 1, mode=mode).gate_names) if name.startswith("source")]
+    for o, expected in quadrants.items():
+        layer = randomize(PLSTM2D(16, 1, mode=mode, chirality="L", impl="chunk").double(), seed=o)
+        with torch.no_grad():
+            for i in sources:
+                layer.gate_bias[i, [j for j in range(4) if j != o]] = -80.0  # sigmoid(-80) ~ 2e-35
+        changed = _changed_cells(layer, x, (cx, cy))
+        assert torch.equal(changed, expected), f"orientation {o}:\n{changed.int()}"
+
+
+def test_all_orientations_together_reach_the_whole_grid():
+    layer = randomize(PLSTM2D(16, 2, mode="P").double())
+    changed = _changed_cells(layer, torch.randn(2, 4, 5, 16, dtype=torch.float64), (1, 2))
+    assert changed.all()
+
+
+def test_gate_initialisation_follows_the_reference():
+    x = torch.randn(1, 3, 4, 24)
+    p_layer = PLSTM2D(24, 3, mode="P")
+    act = p_layer.gate_activations(x)
+    assert set(act) == {"source", "transition", "mark", "direct", "orientation"}
+    assert act["source"].shape == (1, 3, 4, 4, 3)  # [B, X, Y, orientation, head]
+    torch.testing.assert_close(act["source"], torch.full_like(act["source"], 1 / (1 + math.exp(4))))
+    torch.testing.assert_close(act["mark"], torch.full_like(act["mark"], 1 / (1 + math.exp(4))))
+    torch.testing.assert_close(act["transition"], torch.full_like(act["transition"], math.tanh(5.0)))
+    torch.testing.assert_close(act["direct"], torch.full((3,), 1 / (1 + math.exp(6))))
+    heads = torch.sigmoid(torch.tensor([-2.0, 0.0, 2.0]))
+    torch.testing.assert_close(act["orientation"], heads.expand(1, 3, 4, 4, 3))
+    d_act = PLSTM2D(24, 3, mode="D").gate_activations(x)
+    assert set(d_act) == {"source_r", "source_d", "trans_r", "trans_d", "trans_cross", "mark_l", "mark_u", "direct"}
+    torch.testing.assert_close(d_act["trans_cross"], torch.full_like(d_act["trans_cross"], math.tanh(5.0)))
+    assert p_layer.gate_weight.shape == (12, 3, 1, 2)  # 4 H groups, each reading a dim / (4 H) slice
+
+
+def test_gates_are_bounded_and_gate_groups_option():
+    layer = PLSTM2D(16, 2, mode="P", gate_groups=1)  # a dense gate projection
+    with torch.no_grad():
+        layer.gate_weight.normal_(0, 10.0)
+        layer.orientation_weight.normal_(0, 10.0)
+    act = layer.gate_activations(torch.randn(2, 3, 3, 16))
+    assert act["transition"].abs().max() <= 1 and act["transition"].min() < 0
+    for name in ("source", "mark", "orientation"):
+        assert 0 <= act[name].min() and act[name].max() <= 1
+    assert layer(torch.randn(1, 3, 3, 16)).shape == (1, 3, 3, 16)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(dim=30, num_heads=4), "divisible"),
+        (dict(mode="Q"), "mode"),
+        (dict(mode="D", chirality="X"), "chirality"),
+        (dict(gate_groups=3), "gate_groups"),
+        (dict(impl="fast"), "plstm_impl"),
+    ],
+)
+def test_layer_rejects_bad_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        PLSTM2D(**{"dim": 32, "num_heads": 2, **kwargs})
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the model
+
+
+def test_registered_in_timm():
+    assert set(timm.list_models("plstm_*")) == {"plstm_femto", "plstm_tiny", "plstm_small", "plstm_base"}
+    assert "test_plstm" in timm.list_models(name_matches_cfg=True)
+    cfg = timm.get_pretrained_cfg("plstm_base")
+    assert cfg.first_conv == "patch_embed.proj" and cfg.classifier == "head" and cfg.pool_size == (14, 14)
+
+
+@pytest.mark.parametrize(
+    "name, dim, depth, heads, patch, size, params_m",
+    [
+        ("plstm_femto", 64, 4, 2, 8, 64, 0.475),
+        ("plstm_tiny", 192, 12, 3, 16, 224, 6.31),
+        ("plstm_small", 384, 12, 6, 16, 224, 23.27),
+        ("plstm_base", 768, 12, 12, 16, 224, 89.12),
+    ],
+)
+def test_variant_sizes(name, dim, depth, heads, patch, size, params_m):
+    model = timm.create_model(name, device="meta")
+    assert model.embed_dim == dim and len(model.blocks) == depth and model.head_hidden_size == 4 * dim
+    assert [b.plstm.mode for b in model.blocks] == ["P", "D"] * (depth // 2)
+    assert {b.plstm.num_heads for b in model.blocks} == {heads}
+    assert model.patch_embed.patch_size == (patch, patch) and model.patch_embed.img_size == (size, size)
+    assert model.pos_embed.shape == (1, size // patch, size // patch, dim)
+    n_params = sum(p.numel() for p in model.parameters()) / 1e6
+    assert n_params == pytest.approx(params_m, rel=0.01)
+
+
+def test_forward_shapes_and_head_api():
+    model = make(num_classes=7)
+    x = torch.randn(2, 3, 32, 32)
+    assert model(x).shape == (2, 7)
+    feats = model.forward_features(x)
+    assert feats.shape == (2, 4, 4, 64) and model.output_fmt == "NHWC"
+    pooled = model.forward_head(feats, pre_logits=True)
+    assert pooled.shape == (2, model.head_hidden_size) == (2, 256)
+    corners = torch.cat([feats[:, 0, 0], feats[:, 0, 3], feats[:, 3, 0], feats[:, 3, 3]], dim=-1)
+    torch.testing.assert_close(pooled, corners)
+    assert model.get_classifier() is model.head
+    model.reset_classifier(0)
+    assert model(x).shape == (2, 256)
+    model.reset_classifier(3, "avg")
+    assert model(x).shape == (2, 3) and model.head.in_features == 64 == model.head_hidden_size
+    torch.testing.assert_close(model.forward_head(feats, pre_logits=True), feats.mean(dim=(1, 2)))
+    model.reset_classifier(0, "")
+    assert model(x).shape == (2, 4, 4, 64)
+    assert timm.create_model("test_plstm", num_classes=0, global_pool="").forward(x).shape == (2, 4, 4, 64)
+    assert timm.create_model("test_plstm", global_pool="avg").head.in_features == 64
+    with pytest.raises(ValueError, match="global_pool"):
+        timm.create_model("test_plstm", global_pool="token")
+    with pytest.raises(ValueError, match="block_modes"):
+        timm.create_model("test_plstm", block_modes="PX")
+    state = model.state_dict()
+    cfg = model.pretrained_cfg
+    assert cfg["classifier"] + ".weight" not in state  # head is Identity after reset_classifier(0)
+    assert cfg["first_conv"] + ".weight" in state and "head.weight" in timm.create_model("test_plstm").state_dict()
+
+
+def test_block_modes_and_no_pos_embed():
+    model = timm.create_model("test_plstm", block_modes="D", chirality="R", pos_embed=False)
+    assert [b.plstm.mode for b in model.blocks] == ["D"] * 4 and model.blocks[0].plstm.chirality == "R"
+    assert model.pos_embed is None and model.no_weight_decay() == set()
+    assert model(torch.randn(1, 3, 32, 32)).shape == (1, 1000)
+
+
+@pytest.mark.parametrize("kwargs, size", [({}, (32, 32)), (dict(dynamic_img_size=True), (40, 56))])
+def test_chunk_op_matches_naive_op_inside_model(kwargs, size):
+    model = make(plstm_impl="naive", **kwargs).double()
+    x = torch.randn(2, 3, *size, dtype=torch.float64)
+    ref = model(x)
+    assert ref.std() > 0.1
+    for impl, chunk_size in (("chunk", 2), ("auto", None)):
+        model.set_plstm_impl(impl)
+        for block in model.blocks:
+            block.plstm.chunk_size = chunk_size
+        torch.testing.assert_close(model(x), ref, rtol=1e-9, atol=1e-9)
+    assert {b.plstm.impl for b in model.blocks} == {"auto"}
+    with pytest.raises(ValueError, match="plstm_impl"):
+        model.set_plstm_impl("triton")
+
+
+def test_no_weight_decay_and_group_matcher():
+    model = timm.create_model("test_plstm")
+    names = {n for n, _ in model.named_parameters()}
+    assert model.no_weight_decay() == {"pos_embed"} <= names
+    groups = group_parameters(model, model.group_matcher())
+    assert sum(len(g) for g in groups.values()) == len(names)
+    assert len(groups) == len(model.blocks) + 2  # stem, blocks, final norm/head
+
+
+def test_backward_all_params_get_grads():
+    model = timm.create_model("test_plstm", num_classes=42, drop_path_rate=0.1)
+    out = model(torch.randn(2, 3, 32, 32))
+    out.mean().backward()
+    assert out.shape[-1] == 42 and not torch.isnan(out).any()
+    missing = [n for n, p in model.named_parameters() if p.grad is None]
+    assert not missing, missing
+    # the zero-initialised gate weights must learn: their gradient is not zero
+    assert model.blocks[0].plstm.gate_weight.grad.abs().max() > 0
+    assert model.blocks[1].plstm.gate_weight.grad.abs().max() > 0
+
+
+def test_grad_checkpointing_parity():
+    model = make()
+    x = torch.randn(2, 3, 32, 32)
+    ref = model(x)
+    ref.sum().backward()
+    ref_grads = {n: p.grad.clone() for n, p in model.named_parameters()}
+    model.zero_grad()
+    model.set_grad_checkpointing()
+    out = model(x)
+    out.sum().backward()
+    torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-5)
+    for n, p in model.named_parameters():
+        torch.testing.assert_close(p.grad, ref_grads[n], rtol=1e-4, atol=1e-5, msg=n)
+    inter = model.forward_intermediates(x, indices=[1], intermediates_only=True)
+    model.set_grad_checkpointing(False)
+    torch.testing.assert_close(inter[0], model.forward_intermediates(x, indices=[1], intermediates_only=True)[0])
+
+
+def test_forward_intermediates():
+    model = make()
+    x = torch.randn(2, 3, 32, 32)
+    final, inter = model.forward_intermediates(x)
+    torch.testing.assert_close(final, model.forward_features(x))
+    assert len(inter) == len(model.blocks)
+    for t, info in zip(inter, model.feature_info, strict=True):
+        assert t.shape == (2, info["num_chs"], 32 // info["reduction"], 32 // info["reduction"])
+    nhwc = model.forward_intermediates(x, indices=[0, 2], norm=True, output_fmt="NHWC", intermediates_only=True)
+    nlc = model.forward_intermediates(x, indices=[0, 2], norm=True, output_fmt="NLC", intermediates_only=True)
+    assert len(nhwc) == 2 and nhwc[0].shape == (2, 4, 4, 64) and nlc[0].shape == (2, 16, 64)
+    torch.testing.assert_close(nlc[1], nhwc[1].flatten(1, 2))
+    torch.testing.assert_close(nhwc[1], model.norm(inter[2].permute(0, 2, 3, 1)))
+    early = model.forward_intermediates(x, indices=[1], stop_early=True, intermediates_only=True)
+    torch.testing.assert_close(early[0], inter[1])
+    last2 = model.forward_intermediates(x, indices=2, intermediates_only=True)
+    torch.testing.assert_close(last2[1], inter[3])
+    with pytest.raises(ValueError, match="output_fmt"):
+        model.forward_intermediates(x, output_fmt="NCL")
+
+
+def test_prune_intermediate_layers():
+    model = make()
+    x = torch.randn(1, 3, 32, 32)
+    ref = model.forward_intermediates(x, indices=[1], intermediates_only=True)
+    kept = model.prune_intermediate_layers(indices=[1], prune_head=True)
+    assert kept == [1] and len(model.blocks) == 2 and isinstance(model.head, torch.nn.Identity)
+    assert model.global_pool == "" and model.head_hidden_size == 64
+    torch.testing.assert_close(model.forward_intermediates(x, indices=[1], intermediates_only=True)[0], ref[0])
+
+
+def test_features_only():
+    model = timm.create_model("test_plstm", features_only=True, out_indices=(1, 2, 3))
+    outs = model(torch.randn(2, 3, 32, 32))
+    assert len(outs) == 3
+    assert model.feature_info.channels() == [64, 64, 64] and model.feature_info.reduction() == [8, 8, 8]
+    for o in outs:
+        assert o.shape == (2, 64, 4, 4)
+    dynamic = timm.create_model("test_plstm", features_only=True, dynamic_img_size=True, out_indices=(0,))
+    assert dynamic(torch.randn(1, 3, 80, 112))[0].shape == (1, 64, 10, 14)
+
+
+def test_dynamic_img_size_any_input_size():
+    fixed = make()
+    dynamic = timm.create_model("test_plstm", dynamic_img_size=True)
+    dynamic.load_state_dict(fixed.state_dict())
+    dynamic.eval()
+    x = torch.randn(1, 3, 32, 32)
+    torch.testing.assert_close(dynamic(x), fixed(x))
+    assert dynamic.forward_features(torch.randn(1, 3, 80, 112)).shape == (1, 10, 14, 64)  # not square
+    assert dynamic.forward_features(torch.randn(1, 3, 8, 40)).shape == (1, 1, 5, 64)  # one patch row
+    assert torch.isfinite(dynamic(torch.randn(1, 3, 8, 8))).all()  # a single patch: all four corners are it
+    big = dynamic(torch.randn(1, 3, 96, 96))  # larger than the 32 px the position embedding is made for
+    assert big.shape == (1, 1000) and torch.isfinite(big).all()
+    with pytest.raises(AssertionError):  # timm's PatchEmbed rejects other sizes when the size is fixed
+        fixed(torch.randn(1, 3, 48, 48))
+    padded = timm.create_model("test_plstm", dynamic_img_size=True, dynamic_img_pad=True)
+    assert padded.forward_features(torch.randn(1, 3, 36, 50)).shape == (1, 5, 7, 64)  # sizes not multiples of 8
+
+
+def test_set_input_size_resamples_pos_embed():
+    model = make()
+    before = model.pos_embed.detach().clone()
+    model.set_input_size((48, 64))
+    assert model.pos_embed.shape == (1, 6, 8, 64) and model.pos_embed.requires_grad
+    assert model(torch.randn(1, 3, 48, 64)).shape == (1, 1000)
+    model.set_input_size((32, 32))
+    assert model.pos_embed.shape == before.shape
+
+
+def test_checkpoint_filter_resamples_pos_embed_and_patch_kernel():
+    source = make()
+    target = timm.create_model("test_plstm", img_size=(48, 64), patch_size=4)
+    state = checkpoint_filter_fn({"model": source.state_dict()}, target)
+    assert state["pos_embed"].shape == (1, 12, 16, 64)
+    assert state["patch_embed.proj.weight"].shape == (64, 3, 4, 4)
+    target.load_state_dict(state)
+    # a constant position embedding stays constant under resampling
+    const = {**source.state_dict(), "pos_embed": torch.full((1, 4, 4, 64), 0.5)}
+    torch.testing.assert_close(checkpoint_filter_fn(const, target)["pos_embed"], torch.full((1, 12, 16, 64), 0.5))
+    bad = {**source.state_dict(), "pos_embed": torch.zeros(1, 16, 64)}
+    with pytest.raises(ValueError, match="pos_embed"):
+        checkpoint_filter_fn(bad, target)
+
+
+def test_factory_kwargs_dtype_and_meta():
+    model = timm.create_model("test_plstm", dtype=torch.float64)
+    assert all(p.dtype == torch.float64 for p in model.parameters())
+    assert model(torch.randn(1, 3, 32, 32, dtype=torch.float64)).dtype == torch.float64
+    meta = timm.create_model("plstm_base", device="meta", num_classes=10)
+    assert all(p.device.type == "meta" for p in meta.parameters())
+    small = timm.create_model("test_plstm", device="meta").to_empty(device="cpu")
+    small.init_weights()
+    reference = timm.create_model("test_plstm")
+    for name, p in small.named_parameters():
+        if "gate" in name or "orientation" in name or "direct" in name or "norm" in name:
+            torch.testing.assert_close(p, reference.state_dict()[name], msg=name)  # deterministic inits
+    assert torch.isfinite(small(torch.randn(1, 3, 32, 32))).all()
+
+
+def test_pretrained_from_local_file_resamples_pos_embed(tmp_path):
+    from safetensors.torch import save_file
+
+    source = make()
+    save_file(source.state_dict(), str(tmp_path / "plstm.safetensors"))
+    torch.save(source.state_dict(), tmp_path / "plstm.pth")
+    for name in ("plstm.safetensors", "plstm.pth"):
+        same = timm.create_model(
+            "test_plstm", pretrained=True, pretrained_cfg_overlay=dict(file=str(tmp_path / name), num_classes=1000)
+        )
+        for key, value in source.state_dict().items():
+            torch.testing.assert_close(same.state_dict()[key], value, msg=key)
+    bigger = timm.create_model(
+        "test_plstm", pretrained=True, img_size=48, pretrained_cfg_overlay=dict(file=str(tmp_path / "plstm.pth"))
+    )
+    assert bigger.pos_embed.shape == (1, 6, 6, 64)
+    torch.testing.assert_close(bigger.blocks[0].plstm.gate_weight, source.blocks[0].plstm.gate_weight)
+    with pytest.raises(ValueError, match="pretrained=True needs local weights"):
+        timm.create_model("plstm_tiny", pretrained=True)
+
+
+def test_fx_feature_extraction_matches_eager():
+    """timm's FX tests: the model traces with the pLSTM layer as a leaf, and the traced graph is exact."""
+    from timm.models._features_fx import create_feature_extractor, get_graph_node_names
+
+    model = make()
+    x = torch.randn(2, 3, 32, 32)
+    _, eval_nodes = get_graph_node_names(model)
+    assert any("plstm" in n for n in eval_nodes)
+    extractor = create_feature_extractor(model, return_nodes=[eval_nodes[-1]])
+    torch.testing.assert_close(next(iter(extractor(x).values())), model(x))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["plstm_femto", "plstm_tiny", "plstm_base"])
+def test_registered_models_forward_at_default_size(name):
+    """timm's test_model_forward: batch 1 at the default input size, finite output."""
+    model = timm.create_model(name, num_classes=10).eval()
+    with torch.inference_mode():
+        out = model(torch.randn(1, *model.pretrained_cfg["input_size"]))
+    assert out.shape == (1, 10) and torch.isfinite(out).all()
+
+
+@pytest.mark.triton
+@pytest.mark.slow
+def test_triton_path_matches_torch_inside_model(triton_device):
+    pytest.importorskip("recvision.ops.plstm2d.triton_chunk", reason="the Triton pLSTM kernel is not available")
+    # one P and one D block on a 2 x 3 grid: the interpreter runs every kernel program in Python on CPU
+    model = make(depth=2, dynamic_img_size=True).to(triton_device)
+    x = torch.randn(1, 3, 16, 24, device=triton_device, requires_grad=True)
+    with recvision.config.backend("torch"):
+        ref = model(x)
+        (ref_grad,) = torch.autograd.grad(ref.square().sum(), x)
+    with recvision.config.backend("triton"):
+        out = model(x)
+        (grad,) = torch.autograd.grad(out.square().sum(), x)
+    torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(grad, ref_grad, rtol=1e-3, atol=1e-4)
