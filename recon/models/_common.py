@@ -8,6 +8,7 @@ from typing import Any
 
 import torch
 
+from recon.models._fourier import FourierOps
 from recon.ops.coils import sens_reduce
 from recon.ops.forward import _check_mask, mask_kspace
 
@@ -15,10 +16,18 @@ __all__ = ["ImageInit", "check_inputs", "coerce_enums", "complex_to_channels", "
 
 
 class ImageInit(str, Enum):
-    """Initial image estimate: SENSE combination ``R F^-1 y`` or zeros."""
+    """Initial image estimate.
+
+    ``sense``: the SENSE combination ``R F^-1 y``; ``zero``: zeros; ``coil_sum``: ``sum_c F^-1 y_c`` without the
+    maps (DIRECT RIM ``image_initialization="zero_filled"``); ``rss_parts``: ``sqrt(sum_c Re(x_c)^2) +
+    i sqrt(sum_c Im(x_c)^2)`` with ``x_c = F^-1 y_c``, the real and imaginary parts root-sum-of-squared separately
+    (ATOMMIC ``coil_combination_method="RSS"`` applied to a real-pair tensor).
+    """
 
     SENSE = "sense"
     ZERO = "zero"
+    COIL_SUM = "coil_sum"
+    RSS_PARTS = "rss_parts"
 
 
 def complex_to_channels(x: torch.Tensor) -> torch.Tensor:
@@ -56,12 +65,22 @@ def check_inputs(masked_kspace: torch.Tensor, mask: torch.Tensor, sens_maps: tor
 
 
 def initial_image(
-    masked_kspace: torch.Tensor, mask: torch.Tensor, sens_maps: torch.Tensor, init: ImageInit
+    masked_kspace: torch.Tensor,
+    mask: torch.Tensor,
+    sens_maps: torch.Tensor,
+    init: ImageInit,
+    ops: FourierOps | None = None,
 ) -> torch.Tensor:
-    """The initial complex image ``[B, H, W]``."""
+    """The initial complex image ``[B, H, W]`` (``ops``: the model's FFT convention; None = centred ortho)."""
     if init == ImageInit.ZERO:
         return masked_kspace.new_zeros(masked_kspace.shape[:1] + masked_kspace.shape[2:])
-    return sens_reduce(mask_kspace(masked_kspace, mask), sens_maps)
+    kspace = mask_kspace(masked_kspace, mask)
+    if init == ImageInit.SENSE:
+        return sens_reduce(kspace, sens_maps) if ops is None else ops.reduce(kspace, sens_maps)
+    coil_images = (ops or FourierOps()).ifft(kspace)
+    if init == ImageInit.COIL_SUM:
+        return coil_images.sum(-3)
+    return torch.complex(coil_images.real.pow(2).sum(-3).sqrt(), coil_images.imag.pow(2).sum(-3).sqrt())
 
 
 def coerce_enums(config: Any) -> None:

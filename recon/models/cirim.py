@@ -21,9 +21,10 @@ from torch import nn
 
 from recon.layers.dc import SoftDataConsistency
 from recon.models._common import ImageInit, check_inputs, coerce_enums, initial_image
+from recon.models._fourier import FFT_NORMALIZATIONS, FourierOps
 from recon.models.blocks import CellType
 from recon.models.rim import RIMBlock
-from recon.ops.coils import sens_expand, sens_reduce
+from recon.ops.forward import mask_kspace
 
 __all__ = ["CIRIM", "CIRIMConfig"]
 
@@ -40,7 +41,18 @@ class CIRIMConfig:
         keep_prediction: start each cascade from the previous cascade's last estimate.
         explicit_dc: add the learned soft DC after each cascade (implicit DC is always on).
         sigma: noise scale of the log-likelihood gradient.
-        image_init: initial estimate, ``"sense"`` or ``"zero"``.
+        image_init: initial estimate, ``"sense"``, ``"zero"``, ``"coil_sum"`` or ``"rss_parts"`` (:class:`ImageInit`).
+        explicit_dc_form: ``"soft"`` (``R F^-1 (k - lambda M (k - y))`` with ``k = F E eta_t``) or
+            ``"kspace_residual"``, DIRECT's / ATOMMIC's explicit DC as coded: ``k_t = y - lambda M (k_in - y) -
+            F E eta_t`` with ``k_in`` the cascade's input k-space (``y`` for the first cascade, else the previous
+            cascade's last ``k_t``), estimate ``R F^-1 k_t``, and the next cascade starts from it.
+        carry_hidden: pass the recurrent states from cascade to cascade (False: every cascade starts from zero
+            states, as DIRECT's CIRIM with ``no_parameter_sharing=True``).
+        output_relu: ReLU after each block's output conv (DIRECT's CIRIM).
+        fixed_step_input: within a cascade every time step updates the cascade's input estimate (DIRECT's CIRIM:
+            ``eta_t = eta_in + delta_t``, see :class:`~recon.models.rim.RIMBlock`).
+        fft_centered: centred FFT (as :mod:`recon.ops`); False for an uncentred one (ATOMMIC ``fft_centered``).
+        fft_normalization: ``"ortho"``, ``"backward"`` or ``"forward"`` (ATOMMIC ``fft_normalization``).
     """
 
     num_cascades: int = 5
@@ -51,9 +63,19 @@ class CIRIMConfig:
     explicit_dc: bool = False
     sigma: float = 1.0
     image_init: ImageInit = field(default=ImageInit.SENSE, metadata={"enum": ImageInit})
+    explicit_dc_form: str = "soft"
+    carry_hidden: bool = True
+    output_relu: bool = False
+    fixed_step_input: bool = False
+    fft_centered: bool = True
+    fft_normalization: str = "ortho"
 
     def __post_init__(self) -> None:
         coerce_enums(self)
+        choices = {"explicit_dc_form": ("soft", "kspace_residual"), "fft_normalization": FFT_NORMALIZATIONS}
+        for name, valid in choices.items():
+            if getattr(self, name) not in valid:
+                raise ValueError(f"{name}={getattr(self, name)!r} is not valid; choose one of {list(valid)}")
         for name in ("num_cascades", "num_steps", "hidden_channels"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be positive; got {getattr(self, name)}")
@@ -72,8 +94,12 @@ class CIRIM(nn.Module):
         super().__init__()
         self.config = config if config is not None else CIRIMConfig()
         c = self.config
+        self.ops = FourierOps(c.fft_centered, c.fft_normalization)
         self.cascades = nn.ModuleList(
-            [RIMBlock(c.num_steps, c.hidden_channels, c.cell, c.sigma) for _ in range(c.num_cascades)]
+            [
+                RIMBlock(c.num_steps, c.hidden_channels, c.cell, c.sigma, c.output_relu, self.ops, c.fixed_step_input)
+                for _ in range(c.num_cascades)
+            ]
         )
         self.dc = nn.ModuleList([SoftDataConsistency() for _ in range(c.num_cascades)]) if c.explicit_dc else None
 
@@ -91,16 +117,26 @@ class CIRIM(nn.Module):
             One list per cascade of the ``T`` complex estimates ``[B, H, W]`` (after explicit DC when enabled).
         """
         sampled = check_inputs(masked_kspace, mask, sens_maps)
-        eta0 = initial_image(masked_kspace, sampled, sens_maps, self.config.image_init)
-        eta, hidden = eta0, None
+        c = self.config
+        eta0 = initial_image(masked_kspace, sampled, sens_maps, c.image_init, self.ops)
+        eta, hidden, kspace_in = eta0, None, masked_kspace
+        residual_form = self.dc is not None and c.explicit_dc_form == "kspace_residual"
         outputs: list[list[torch.Tensor]] = []
         for i, block in enumerate(self.cascades):
-            etas, hidden = block(eta, masked_kspace, sampled, sens_maps, hidden)
-            if self.dc is not None:
+            etas, hidden = block(eta, masked_kspace, sampled, sens_maps, hidden if c.carry_hidden else None)
+            if residual_form:
+                # y - lambda M (k_in - y) - F E eta_t, the sign of the last term as in the reference code
+                base = masked_kspace - self.dc[i].dc_weight * mask_kspace(kspace_in - masked_kspace, sampled)
+                kspaces = [base - self.ops.expand(e, sens_maps) for e in etas]
+                etas = [self.ops.reduce(k, sens_maps) for k in kspaces]
+                kspace_in = kspaces[-1] if c.keep_prediction else masked_kspace
+            elif self.dc is not None:
                 dc = self.dc[i]
-                etas = [sens_reduce(dc(sens_expand(e, sens_maps), masked_kspace, sampled), sens_maps) for e in etas]
+                etas = [
+                    self.ops.reduce(dc(self.ops.expand(e, sens_maps), masked_kspace, sampled), sens_maps) for e in etas
+                ]
             outputs.append(etas)
-            eta = etas[-1] if self.config.keep_prediction else eta0
+            eta = etas[-1] if c.keep_prediction else eta0
         return outputs
 
     def forward(self, masked_kspace: torch.Tensor, mask: torch.Tensor, sens_maps: torch.Tensor) -> torch.Tensor:

@@ -21,8 +21,8 @@ import torch
 from torch import nn
 
 from recon.models._common import channels_to_complex, check_inputs, complex_to_channels
+from recon.models._fourier import FFT_NORMALIZATIONS, FourierOps
 from recon.models.blocks import ConvGRUCell
-from recon.ops.coils import sens_expand, sens_reduce
 from recon.ops.forward import mask_kspace
 
 __all__ = ["ConvGRUStack", "RecurrentInit", "RecurrentVarNet", "RecurrentVarNetBlock", "RecurrentVarNetConfig"]
@@ -46,12 +46,27 @@ class ConvGRUStack(nn.Module):
         hidden_channels: channels of every layer and state.
         out_channels: output channels.
         num_layers: number of recurrent layers.
+        state_relu: apply ReLU to each layer's new state before it feeds the next conv (and the output conv), as
+            DIRECT's / ATOMMIC's ``Conv2dGRU`` do; the stored state itself stays un-rectified.
+        norm_groups: 0 for none; else normalise the input per sample in ``norm_groups`` channel groups (mean and
+            unbiased std over each group) and map the output back with the same statistics, the output channels
+            split into the same number of groups (DIRECT ``NormConv2dGRU``, which uses 2 groups).
     """
 
-    def __init__(self, in_channels: int, hidden_channels: int, out_channels: int, num_layers: int) -> None:
+    def __init__(
+        self,
+        in_channels: int,
+        hidden_channels: int,
+        out_channels: int,
+        num_layers: int,
+        state_relu: bool = False,
+        norm_groups: int = 0,
+    ) -> None:
         super().__init__()
         self.hidden_channels = hidden_channels
         self.num_layers = num_layers
+        self.state_relu = state_relu
+        self.norm_groups = norm_groups
         convs, cells = [], []
         for i in range(num_layers):
             kernel, dilation = (5, 1) if i == 0 else (3, 2) if i == 1 else (3, 1)
@@ -75,11 +90,21 @@ class ConvGRUStack(nn.Module):
         """
         if hidden is None:
             hidden = [x.new_zeros(x.shape[0], self.hidden_channels, *x.shape[2:])] * self.num_layers
+        if self.norm_groups:
+            b = x.shape[0]
+            grouped = x.reshape(b, self.norm_groups, -1)
+            mean, std = grouped.mean(-1, keepdim=True), grouped.std(-1, keepdim=True)
+            x = ((grouped - mean) / std).reshape(x.shape)
         new_hidden = []
         for conv, cell, h in zip(self.convs, self.cells, hidden, strict=True):
             x = cell(torch.relu(conv(x)), h)
             new_hidden.append(x)
-        return self.out(x), new_hidden
+            if self.state_relu:
+                x = torch.relu(x)
+        out = self.out(x)
+        if self.norm_groups:
+            out = (out.reshape(b, self.norm_groups, -1) * std + mean).reshape(out.shape)
+        return out, new_hidden
 
 
 class RecurrentInit(nn.Module):
@@ -134,12 +159,23 @@ class RecurrentVarNetBlock(nn.Module):
     Args:
         hidden_channels: channels of the GRU stack.
         num_layers: recurrent layers of the GRU stack.
+        state_relu: see :class:`ConvGRUStack`.
+        norm_groups: see :class:`ConvGRUStack`.
+        ops: the FFT convention (None: centred orthonormal, :mod:`recon.ops`).
     """
 
-    def __init__(self, hidden_channels: int, num_layers: int) -> None:
+    def __init__(
+        self,
+        hidden_channels: int,
+        num_layers: int,
+        state_relu: bool = False,
+        norm_groups: int = 0,
+        ops: FourierOps | None = None,
+    ) -> None:
         super().__init__()
+        self.ops = ops or FourierOps()
         self.learning_rate = nn.Parameter(torch.tensor(1.0))  # alpha_t
-        self.regularizer = ConvGRUStack(2, hidden_channels, 2, num_layers)
+        self.regularizer = ConvGRUStack(2, hidden_channels, 2, num_layers, state_relu, norm_groups)
 
     def forward(
         self,
@@ -150,10 +186,10 @@ class RecurrentVarNetBlock(nn.Module):
         hidden: list[torch.Tensor] | None,
     ) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """One step on complex k-space ``[B, C, H, W]``; returns ``(new k-space, new states)``."""
-        image = complex_to_channels(sens_reduce(kspace, sens_maps))
+        image = complex_to_channels(self.ops.reduce(kspace, sens_maps))
         update, hidden = self.regularizer(image, hidden)
         dc = mask_kspace(kspace - masked_kspace, mask)
-        kspace = kspace - self.learning_rate * dc + sens_expand(channels_to_complex(update), sens_maps)
+        kspace = kspace - self.learning_rate * dc + self.ops.expand(channels_to_complex(update), sens_maps)
         return kspace, hidden
 
 
@@ -170,6 +206,15 @@ class RecurrentVarNetConfig:
         initializer_channels: channels of the initialiser's conv stack.
         initializer_dilations: its dilations.
         initializer_multiscale: number of trailing initialiser feature maps concatenated.
+        initializer_input: what the initialiser sees: ``"image"`` (the SENSE image ``R F^-1 y``), ``"sense_kspace"``
+            (its k-space ``F R F^-1 y``, DIRECT's / ATOMMIC's ``initializer_initialization="sense"``) or
+            ``"coil_sum_kspace"`` (``sum_c y_c``, their ``"zero_filled"``).
+        gru_state_relu: ReLU on each GRU state before the next layer's conv (DIRECT / ATOMMIC ``Conv2dGRU``).
+        normalized: group-normalise the input of each GRU stack (DIRECT ``NormConv2dGRU``, 2 groups).
+        output: the image of each step, ``"sense"`` (``R F^-1 k^t``) or ``"rss_parts"`` (ATOMMIC's RSS of the
+            real-pair coil images, :class:`recon.models.ImageInit`).
+        fft_centered: centred FFT (as :mod:`recon.ops`); False for an uncentred one (ATOMMIC ``fft_centered``).
+        fft_normalization: ``"ortho"``, ``"backward"`` or ``"forward"`` (ATOMMIC ``fft_normalization``).
     """
 
     num_steps: int = 15  # T
@@ -180,8 +225,22 @@ class RecurrentVarNetConfig:
     initializer_channels: tuple[int, ...] = field(default=(32, 32, 64, 64))
     initializer_dilations: tuple[int, ...] = field(default=(1, 1, 2, 4))
     initializer_multiscale: int = 1
+    initializer_input: str = "image"
+    gru_state_relu: bool = False
+    normalized: bool = False
+    output: str = "sense"
+    fft_centered: bool = True
+    fft_normalization: str = "ortho"
 
     def __post_init__(self) -> None:
+        choices = {
+            "initializer_input": ("image", "sense_kspace", "coil_sum_kspace"),
+            "output": ("sense", "rss_parts"),
+            "fft_normalization": FFT_NORMALIZATIONS,
+        }
+        for name, valid in choices.items():
+            if getattr(self, name) not in valid:
+                raise ValueError(f"{name}={getattr(self, name)!r} is not valid; choose one of {list(valid)}")
         for name in ("num_steps", "hidden_channels", "num_layers", "initializer_multiscale"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be positive; got {getattr(self, name)}")
@@ -211,7 +270,14 @@ class RecurrentVarNet(nn.Module):
         self.config = config if config is not None else RecurrentVarNetConfig()
         c = self.config
         num_blocks = c.num_steps if c.no_parameter_sharing else 1
-        self.blocks = nn.ModuleList([RecurrentVarNetBlock(c.hidden_channels, c.num_layers) for _ in range(num_blocks)])
+        self.ops = FourierOps(c.fft_centered, c.fft_normalization)
+        norm_groups = 2 if c.normalized else 0
+        self.blocks = nn.ModuleList(
+            [
+                RecurrentVarNetBlock(c.hidden_channels, c.num_layers, c.gru_state_relu, norm_groups, self.ops)
+                for _ in range(num_blocks)
+            ]
+        )
         self.initializer = (
             RecurrentInit(
                 2,
@@ -242,13 +308,26 @@ class RecurrentVarNet(nn.Module):
         kspace = mask_kspace(masked_kspace, sampled)
         hidden = None
         if self.initializer is not None:
-            hidden = self.initializer(complex_to_channels(sens_reduce(kspace, sens_maps)))
+            hidden = self.initializer(complex_to_channels(self._initializer_input(kspace, sens_maps)))
         images = []
         for t in range(self.config.num_steps):
             block = self.blocks[t if self.config.no_parameter_sharing else 0]
             kspace, hidden = block(kspace, masked_kspace, sampled, sens_maps, hidden)
-            images.append(sens_reduce(kspace, sens_maps))
+            images.append(self._image(kspace, sens_maps))
         return [images]
+
+    def _initializer_input(self, kspace: torch.Tensor, sens_maps: torch.Tensor) -> torch.Tensor:
+        source = self.config.initializer_input
+        if source == "coil_sum_kspace":
+            return kspace.sum(-3)
+        image = self.ops.reduce(kspace, sens_maps)
+        return self.ops.fft(image) if source == "sense_kspace" else image
+
+    def _image(self, kspace: torch.Tensor, sens_maps: torch.Tensor) -> torch.Tensor:
+        if self.config.output == "sense":
+            return self.ops.reduce(kspace, sens_maps)
+        coil_images = self.ops.ifft(kspace)
+        return torch.complex(coil_images.real.pow(2).sum(-3).sqrt(), coil_images.imag.pow(2).sum(-3).sqrt())
 
     def forward(self, masked_kspace: torch.Tensor, mask: torch.Tensor, sens_maps: torch.Tensor) -> torch.Tensor:
         """Reconstruct: ``R F^-1 k^T``, complex ``[B, H, W]`` (arguments as :meth:`predictions`)."""

@@ -24,10 +24,11 @@ from recon.models._common import (
     complex_to_channels,
     initial_image,
 )
+from recon.models._fourier import FFT_NORMALIZATIONS, FourierOps
 from recon.models.blocks import CellType, make_cell
-from recon.ops.forward import log_likelihood_gradient
+from recon.models.recurrent_varnet import ConvGRUStack, RecurrentInit
 
-__all__ = ["RIM", "RIMBlock", "RIMConfig"]
+__all__ = ["GRUStackRIMBlock", "RIM", "RIMBlock", "RIMConfig"]
 
 Hidden = list[torch.Tensor | None]
 
@@ -57,18 +58,34 @@ class RIMBlock(nn.Module):
         hidden_channels: channels of the convs and of the recurrent states.
         cell: recurrent cell type.
         sigma: noise scale of the log-likelihood gradient.
+        output_relu: ReLU after the output conv (DIRECT's CIRIM applies one, so its updates are non-negative).
+        ops: the FFT convention (None: centred orthonormal, :mod:`recon.ops`).
+        fixed_step_input: every step updates the block's INPUT estimate, ``eta_t = eta_in + delta_t`` with
+            ``delta_t`` computed from ``[eta_in, grad(eta_in)]`` and the evolving states (DIRECT's CIRIM block);
+            default: ``eta_t = eta_{t-1} + delta_t``.
     """
 
-    def __init__(self, num_steps: int, hidden_channels: int, cell: CellType, sigma: float = 1.0) -> None:
+    def __init__(
+        self,
+        num_steps: int,
+        hidden_channels: int,
+        cell: CellType,
+        sigma: float = 1.0,
+        output_relu: bool = False,
+        ops: FourierOps | None = None,
+        fixed_step_input: bool = False,
+    ) -> None:
         super().__init__()
         f = hidden_channels
         self.num_steps = num_steps
+        self.fixed_step_input = fixed_step_input
         self.sigma = sigma
+        self.ops = ops or FourierOps()
         self.convs = nn.ModuleList(
             [_PaddedConv(4, f, 5, 1, bias=True, relu=True), _PaddedConv(f, f, 3, 2, bias=True, relu=True)]
         )
         self.cells = nn.ModuleList([make_cell(cell, f, f, kernel_size=1), make_cell(cell, f, f, kernel_size=1)])
-        self.out = _PaddedConv(f, 2, 3, 1, bias=False, relu=False)
+        self.out = _PaddedConv(f, 2, 3, 1, bias=False, relu=output_relu)
 
     def forward(
         self,
@@ -92,13 +109,81 @@ class RIMBlock(nn.Module):
         """
         hidden = list(hidden) if hidden is not None else [None] * len(self.cells)
         etas = []
+        eta_in = eta
         for _ in range(self.num_steps):
-            grad = log_likelihood_gradient(eta, masked_kspace, sens_maps, mask, self.sigma)
+            grad = self.ops.log_likelihood_gradient(eta, masked_kspace, sens_maps, mask, self.sigma)
             x = torch.cat([complex_to_channels(eta), complex_to_channels(grad)], dim=1)
             for i, (conv, cell) in enumerate(zip(self.convs, self.cells, strict=True)):
                 hidden[i] = cell(conv(x), hidden[i])
                 x = hidden[i]
-            eta = eta + channels_to_complex(self.out(x))
+            eta = (eta_in if self.fixed_step_input else eta) + channels_to_complex(self.out(x))
+            etas.append(eta)
+            if self.fixed_step_input:
+                eta = eta_in
+        return etas, hidden
+
+
+class GRUStackRIMBlock(nn.Module):
+    """A RIM whose recurrent unit is a :class:`~recon.models.recurrent_varnet.ConvGRUStack` (DIRECT ``nn/rim``).
+
+    Each step feeds ``[Re eta, Im eta, Re grad, Im grad]`` to a GRU stack (``num_layers`` layers, ReLU on the states
+    between layers as DIRECT's ``Conv2dGRU``) that outputs 2 channels; ``eta <- eta + out`` (or ``eta <- out``
+    without skip connections). One stack per step (``no_parameter_sharing``) or one shared; the states start at
+    zero or, with ``learned_initializer``, from a :class:`~recon.models.recurrent_varnet.RecurrentInit` applied to
+    the initial image (DIRECT ``RIMInit``).
+
+    Args:
+        config: the model's :class:`RIMConfig` (fields ``num_steps``, ``hidden_channels``, ``num_layers``,
+            ``no_parameter_sharing``, ``skip_connections``, ``learned_initializer``, ``initializer_*``,
+            ``normalized``, ``sigma``).
+        ops: the FFT convention.
+    """
+
+    def __init__(self, config: RIMConfig, ops: FourierOps) -> None:
+        super().__init__()
+        c = config
+        self.num_steps = c.num_steps
+        self.sigma = c.sigma
+        self.ops = ops
+        self.skip_connections = c.skip_connections
+        self.no_parameter_sharing = c.no_parameter_sharing
+        norm_groups = 2 if c.normalized else 0
+        self.stacks = nn.ModuleList(
+            [
+                ConvGRUStack(4, c.hidden_channels, 2, c.num_layers, state_relu=True, norm_groups=norm_groups)
+                for _ in range(c.num_steps if c.no_parameter_sharing else 1)
+            ]
+        )
+        self.initializer = (
+            RecurrentInit(
+                2,
+                c.hidden_channels,
+                c.initializer_channels,
+                c.initializer_dilations,
+                c.num_layers,
+                c.initializer_multiscale,
+            )
+            if c.learned_initializer
+            else None
+        )
+
+    def forward(
+        self,
+        eta: torch.Tensor,
+        masked_kspace: torch.Tensor,
+        mask: torch.Tensor,
+        sens_maps: torch.Tensor,
+        hidden: list[torch.Tensor] | None = None,
+    ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Run the time steps (arguments and result as :meth:`RIMBlock.forward`)."""
+        if hidden is None and self.initializer is not None:
+            hidden = self.initializer(complex_to_channels(eta))
+        etas = []
+        for t in range(self.num_steps):
+            stack = self.stacks[t if self.no_parameter_sharing else 0]
+            grad = self.ops.log_likelihood_gradient(eta, masked_kspace, sens_maps, mask, self.sigma)
+            out, hidden = stack(torch.cat([complex_to_channels(eta), complex_to_channels(grad)], dim=1), hidden)
+            eta = eta + channels_to_complex(out) if self.skip_connections else channels_to_complex(out)
             etas.append(eta)
         return etas, hidden
 
@@ -112,7 +197,20 @@ class RIMConfig:
         hidden_channels: conv / recurrent channels ``f``.
         cell: ``"gru"``, ``"mgu"`` or ``"indrnn"``.
         sigma: noise scale of the log-likelihood gradient.
-        image_init: initial estimate, ``"sense"`` or ``"zero"``.
+        image_init: initial estimate, ``"sense"``, ``"zero"``, ``"coil_sum"`` or ``"rss_parts"`` (:class:`ImageInit`).
+        output_relu: ReLU after the output conv of the ``"conv_rnn"`` block.
+        fft_centered: centred FFT (as :mod:`recon.ops`); False for an uncentred one (ATOMMIC ``fft_centered``).
+        fft_normalization: ``"ortho"``, ``"backward"`` or ``"forward"`` (ATOMMIC ``fft_normalization``).
+        regularizer: ``"conv_rnn"`` (:class:`RIMBlock`: conv -> cell -> conv -> cell -> conv, ATOMMIC) or
+            ``"gru_stack"`` (:class:`GRUStackRIMBlock`, DIRECT's RIM). The fields below apply to ``"gru_stack"``.
+        num_layers: GRU layers of the stack (DIRECT ``depth``; at least 2).
+        no_parameter_sharing: one GRU stack per time step instead of one shared by all.
+        skip_connections: ``eta <- eta + out`` (else ``eta <- out``).
+        learned_initializer: initialise the states with :class:`RecurrentInit` on the initial image.
+        initializer_channels: channels of the initialiser's conv stack.
+        initializer_dilations: its dilations.
+        initializer_multiscale: number of trailing initialiser feature maps concatenated.
+        normalized: group-normalised GRU stacks (DIRECT ``NormConv2dGRU``).
     """
 
     num_steps: int = 8  # T
@@ -120,9 +218,28 @@ class RIMConfig:
     cell: CellType = field(default=CellType.GRU, metadata={"enum": CellType})
     sigma: float = 1.0
     image_init: ImageInit = field(default=ImageInit.SENSE, metadata={"enum": ImageInit})
+    output_relu: bool = False
+    fft_centered: bool = True
+    fft_normalization: str = "ortho"
+    regularizer: str = "conv_rnn"
+    num_layers: int = 2
+    no_parameter_sharing: bool = False
+    skip_connections: bool = True
+    learned_initializer: bool = False
+    initializer_channels: tuple[int, ...] = (32, 32, 64, 64)
+    initializer_dilations: tuple[int, ...] = (1, 1, 2, 4)
+    initializer_multiscale: int = 1
+    normalized: bool = False
 
     def __post_init__(self) -> None:
         coerce_enums(self)
+        for name, valid in (("regularizer", ("conv_rnn", "gru_stack")), ("fft_normalization", FFT_NORMALIZATIONS)):
+            if getattr(self, name) not in valid:
+                raise ValueError(f"{name}={getattr(self, name)!r} is not valid; choose one of {list(valid)}")
+        self.initializer_channels = tuple(self.initializer_channels)
+        self.initializer_dilations = tuple(self.initializer_dilations)
+        if self.num_layers < 2:
+            raise ValueError(f"num_layers must be at least 2; got {self.num_layers}")
         if self.num_steps < 1 or self.hidden_channels < 1:
             raise ValueError(
                 f"num_steps and hidden_channels must be positive; got {self.num_steps}, {self.hidden_channels}"
@@ -142,7 +259,11 @@ class RIM(nn.Module):
         super().__init__()
         self.config = config if config is not None else RIMConfig()
         c = self.config
-        self.block = RIMBlock(c.num_steps, c.hidden_channels, c.cell, c.sigma)
+        self.ops = FourierOps(c.fft_centered, c.fft_normalization)
+        if c.regularizer == "gru_stack":
+            self.block: nn.Module = GRUStackRIMBlock(c, self.ops)
+        else:
+            self.block = RIMBlock(c.num_steps, c.hidden_channels, c.cell, c.sigma, c.output_relu, self.ops)
 
     def predictions(
         self, masked_kspace: torch.Tensor, mask: torch.Tensor, sens_maps: torch.Tensor
@@ -158,7 +279,7 @@ class RIM(nn.Module):
             ``[[eta_1, ..., eta_T]]`` (one "cascade"), each a complex image ``[B, H, W]``.
         """
         sampled = check_inputs(masked_kspace, mask, sens_maps)
-        eta = initial_image(masked_kspace, sampled, sens_maps, self.config.image_init)
+        eta = initial_image(masked_kspace, sampled, sens_maps, self.config.image_init, self.ops)
         etas, _ = self.block(eta, masked_kspace, sampled, sens_maps)
         return [etas]
 
