@@ -7,8 +7,10 @@ on CUDA) unless it already is, the model is wrapped in :class:`~torch.nn.paralle
 rank trains on its shard and the gradients are averaged; only rank 0 writes checkpoints.
 
 Dataset items are mappings with keys ``masked_kspace`` ``[C, H, W]`` complex, ``mask`` (broadcastable to
-``[1, 1|H, W]``), ``sens_maps`` ``[C, H, W]`` complex and ``target`` ``[H, W]`` (magnitude or complex), or tuples in
-that order.
+``[1, 1|H, W]``), ``sens_maps`` ``[C, H, W]`` complex and ``target`` ``[h, w]`` (magnitude or complex; ``h, w <= H, W``:
+predictions are centre-cropped to it), or tuples in that order. An optional validation hook runs on rank 0 every
+``val_every`` steps and after the last one (:func:`recon.training.data.make_validator`: fastMRI SSIM / PSNR / NMSE
+per volume); a tqdm bar shows progress on rank 0 with ``progress=True``.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import contextlib
 import dataclasses
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,9 +27,10 @@ from typing import Any
 import torch
 import torch.distributed as dist
 from torch import nn
+from tqdm.auto import tqdm
 
 from recon.training.checkpoint import load_checkpoint, save_checkpoint
-from recon.training.losses import weighted_prediction_loss
+from recon.training.losses import center_crop, weighted_prediction_loss
 
 __all__ = ["TrainConfig", "TrainResult", "build_scheduler", "train"]
 
@@ -59,7 +62,9 @@ class TrainConfig:
         checkpoint_dir: where checkpoints go (``step-XXXXXXXX`` folders and ``last``); ``None``: none written.
         checkpoint_every: save every this many steps (and at the end); 0: only at the end.
         resume: checkpoint folder to resume from (``"last"`` resolves to ``checkpoint_dir/last`` if it exists).
-        log_every: print the loss every this many steps on rank 0 (0: silent).
+        log_every: log the loss every this many steps on rank 0 (0: silent).
+        val_every: run the validation hook every this many steps on rank 0 (0: only at the end).
+        progress: show a tqdm progress bar on rank 0.
     """
 
     model: str = "cirim"
@@ -83,10 +88,14 @@ class TrainConfig:
     checkpoint_every: int = 0
     resume: str | None = None
     log_every: int = 0
+    val_every: int = 0
+    progress: bool = False
 
     def __post_init__(self) -> None:
         if self.max_steps < 0 or self.batch_size < 1 or self.warmup_steps < 0:
             raise ValueError("max_steps and warmup_steps must be >= 0 and batch_size >= 1")
+        if self.log_every < 0 or self.val_every < 0 or self.checkpoint_every < 0:
+            raise ValueError("log_every, val_every and checkpoint_every must be >= 0")
         if self.schedule not in ("cosine", "constant"):
             raise ValueError(f"schedule must be 'cosine' or 'constant'; got {self.schedule!r}")
         self.betas = tuple(self.betas)
@@ -94,11 +103,13 @@ class TrainConfig:
 
 @dataclass
 class TrainResult:
-    """What :func:`train` returns: the (unwrapped) model, the loss of each step taken, the final step."""
+    """What :func:`train` returns: the (unwrapped) model, the loss of each step taken, the final step, and the
+    validation records ``{"step": s, **metrics}`` of the runs of the validation hook (rank 0)."""
 
     model: nn.Module
     losses: list[float]
     step: int
+    validations: list[dict[str, float]] = field(default_factory=list)
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig) -> torch.optim.lr_scheduler.LambdaLR:
@@ -174,17 +185,40 @@ def _batches(n: int, step: int, config: TrainConfig, rank: int, world: int) -> t
     return epoch, shard[within * config.batch_size : (within + 1) * config.batch_size].tolist()
 
 
-def train(config: TrainConfig, dataset: Any, model: nn.Module | None = None) -> TrainResult:
+def _default_log(record: dict[str, Any]) -> None:
+    text = " ".join(f"{k} {v:.6g}" if isinstance(v, float) else f"{k} {v}" for k, v in record.items())
+    tqdm.write(text)
+
+
+def train(
+    config: TrainConfig,
+    dataset: Any,
+    model: nn.Module | None = None,
+    validate: Callable[[nn.Module], Mapping[str, float]] | None = None,
+    log: Callable[[dict[str, Any]], None] | None = None,
+    checkpoint_extra: Mapping[str, Any] | None = None,
+) -> TrainResult:
     """Train a model on ``dataset`` for ``config.max_steps`` optimizer steps (resuming where configured).
+
+    Predictions larger than the target are centre-cropped to the target's ``[h, w]`` before the loss (targets at
+    the recon matrix, as fastMRI's ``reconstruction_rss``). A dataset with a ``set_epoch(epoch)`` method is told the
+    epoch of every batch before its items are read (for per-epoch random masks that stay reproducible on resume).
 
     Args:
         config: the settings.
         dataset: a map-style dataset (``len`` and ``[i]``) of items as described in the module docstring.
         model: optional prebuilt model; by default ``create_model(config.model, **config.model_config)`` after
             seeding with ``config.seed``.
+        validate: optional hook ``validate(model) -> {"val_ssim": ..., ...}``, run on rank 0 (model in eval mode,
+            no gradients) every ``config.val_every`` steps and after the last step.
+        log: receives the records ``{"step", "loss", "lr"}`` (every ``log_every`` steps) and ``{"step", **metrics}``
+            (each validation) on rank 0; default: printed (through tqdm, so a progress bar stays intact).
+        checkpoint_extra: more JSON-serialisable metadata for every checkpoint's ``config.json`` (e.g. the data
+            settings); its entries override the default ``{"train_config": asdict(config)}``.
 
     Returns:
-        The trained model (unwrapped), the losses of the steps run here (rank-local), and the final step.
+        The trained model (unwrapped), the losses of the steps run here (rank-local), the final step and the
+        validation records.
     """
     from recon.models import create_model
 
@@ -205,6 +239,7 @@ def train(config: TrainConfig, dataset: Any, model: nn.Module | None = None) -> 
     scheduler = build_scheduler(optimizer, config)
     use_amp = config.amp and device.type == "cuda"
     autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if use_amp else (lambda: contextlib.nullcontext())
+    log = log or _default_log
 
     step = 0
     resume = config.resume
@@ -220,20 +255,37 @@ def train(config: TrainConfig, dataset: Any, model: nn.Module | None = None) -> 
     def save(at: int) -> None:
         if config.checkpoint_dir is None or rank != 0:
             return
-        extra = {"train_config": dataclasses.asdict(config)}
+        extra = {"train_config": dataclasses.asdict(config), **(checkpoint_extra or {})}
         args = (model, config.model, config.model_config, optimizer, scheduler, at, extra)
         save_checkpoint(Path(config.checkpoint_dir) / f"step-{at:08d}", *args)
         save_checkpoint(Path(config.checkpoint_dir) / "last", *args)
 
+    validations: list[dict[str, float]] = []
+
+    def run_validation(at: int) -> None:
+        if validate is None or rank != 0:
+            return
+        model.eval()
+        with torch.no_grad():
+            metrics = {k: float(v) for k, v in validate(model).items()}
+        model.train()
+        record = {"step": at, **metrics}
+        validations.append(record)
+        log(record)
+
     losses: list[float] = []
+    bar = tqdm(total=config.max_steps, initial=step, desc="train", disable=not (config.progress and rank == 0))
+    set_epoch = getattr(dataset, "set_epoch", None)
     model.train()
     while step < config.max_steps:
-        _, indices = _batches(len(dataset), step, config, rank, world)
+        epoch, indices = _batches(len(dataset), step, config, rank, world)
+        if callable(set_epoch):
+            set_epoch(epoch)
         kspace, mask, sens, target = (t.to(device) for t in _collate([dataset[i] for i in indices]))
         optimizer.zero_grad(set_to_none=True)
         with autocast():
             predictions = net(kspace, mask, sens)
-        predictions = [[p.to(torch.complex64) if torch.is_complex(p) else p.float() for p in c] for c in predictions]
+        predictions = [[_to_target(p, target) for p in c] for c in predictions]
         loss = weighted_prediction_loss(predictions, target, config.ssim_weight, config.l1_weight)
         loss.backward()
         if config.grad_clip is not None and config.grad_clip > 0:
@@ -242,11 +294,23 @@ def train(config: TrainConfig, dataset: Any, model: nn.Module | None = None) -> 
         scheduler.step()
         step += 1
         losses.append(loss.item())
+        bar.update(1)
+        bar.set_postfix(loss=f"{losses[-1]:.4f}", refresh=False)
         if config.log_every and rank == 0 and step % config.log_every == 0:
-            print(f"step {step}/{config.max_steps} loss {losses[-1]:.6f} lr {scheduler.get_last_lr()[0]:.3e}")
+            log({"step": step, "loss": losses[-1], "lr": scheduler.get_last_lr()[0]})
         if config.checkpoint_every and step % config.checkpoint_every == 0 and step < config.max_steps:
             save(step)
+        if config.val_every and step % config.val_every == 0 and step < config.max_steps:
+            run_validation(step)
+    bar.close()
     save(step)
+    run_validation(step)
     if distributed:
         dist.barrier()
-    return TrainResult(model=model, losses=losses, step=step)
+    return TrainResult(model=model, losses=losses, step=step, validations=validations)
+
+
+def _to_target(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Cast to a full-precision dtype and centre-crop ``[B, H, W]`` to the target's ``[h, w]``."""
+    pred = pred.to(torch.complex64) if torch.is_complex(pred) else pred.float()
+    return center_crop(pred, tuple(target.shape[-2:]))

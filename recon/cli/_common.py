@@ -1,0 +1,297 @@
+"""Helpers shared by the ``recon`` subcommands: errors, input listing, sharding, mask and model options."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pickle
+import sys
+import tempfile
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+if TYPE_CHECKING:
+    from torch import nn
+
+T = TypeVar("T")
+H5_SUFFIXES = (".h5", ".hdf5")  # as recon.data.mri_data (not imported: `recon --help` should not load torch)
+
+__all__ = [
+    "CLIError",
+    "add_mask_arguments",
+    "check_writable_dir",
+    "error_line",
+    "list_inputs",
+    "load_checkpoint_model",
+    "load_default_model",
+    "mask_func_from_args",
+    "progress",
+    "resolve_device",
+    "shard",
+    "shard_info",
+]
+
+
+class CLIError(Exception):
+    """A user-facing failure: ``main`` prints the message on one line (no traceback) and returns ``code``."""
+
+    def __init__(self, message: str, code: int = 1) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def error_line(command: str, message: str) -> None:
+    """Print ``recon <command>: error: <message>`` on stderr, flattened to one line."""
+    text = " ".join(str(message).split())
+    print(f"recon {command}: error: {text}", file=sys.stderr, flush=True)
+
+
+def progress(items: Iterable[T], desc: str, total: int | None = None, leave: bool = False) -> Iterator[T]:
+    """A tqdm progress bar on stderr (hidden when stderr is not a terminal, or with ``RECON_NO_PROGRESS=1``)."""
+    from tqdm import tqdm
+
+    disable = True if os.environ.get("RECON_NO_PROGRESS") == "1" else None
+    return iter(tqdm(items, desc=desc, total=total, leave=leave, disable=disable, dynamic_ncols=True))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Inputs, outputs and sharding
+
+
+def list_inputs(path: str | os.PathLike) -> list[Path]:
+    """The files to process: ``path`` itself if it is a file, else the ``*.h5`` / ``*.hdf5`` files directly in it.
+
+    Raises:
+        CLIError: If ``path`` does not exist, or is a folder without HDF5 files.
+    """
+    path = Path(path)
+    if path.is_file():
+        return [path]
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in H5_SUFFIXES)
+        if not files:
+            raise CLIError(f"{path}: no .h5 / .hdf5 files in this folder")
+        return files
+    raise CLIError(f"{path}: no such file or directory")
+
+
+def check_writable_dir(path: str | os.PathLike) -> Path:
+    """Create ``path`` if needed and check that files can be created in it.
+
+    Raises:
+        CLIError: Naming the folder, when it cannot be created or written to.
+    """
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".recon-write-test.", dir=path)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:
+        reason = err.strerror or str(err)
+        raise CLIError(f"{path}: cannot write to the output directory ({reason})") from None
+    return path
+
+
+def shard_info() -> tuple[int, int]:
+    """``(rank, world_size)`` from torchrun's ``RANK`` / ``WORLD_SIZE`` (``(0, 1)`` when unset)."""
+    try:
+        rank = int(os.environ.get("RANK", "0"))
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+    except ValueError:
+        raise CLIError(
+            f"RANK={os.environ.get('RANK')!r} / WORLD_SIZE={os.environ.get('WORLD_SIZE')!r} must be integers"
+        ) from None
+    if world < 1 or not 0 <= rank < world:
+        raise CLIError(f"need 0 <= RANK < WORLD_SIZE; got RANK={rank}, WORLD_SIZE={world}")
+    return rank, world
+
+
+def resolve_device(device: str | None) -> str:
+    """``device``, or by default ``cuda:LOCAL_RANK`` (torchrun) / ``cuda`` when a GPU is present, else ``cpu``.
+
+    Raises:
+        CLIError: For a string torch does not accept as a device.
+    """
+    import torch
+
+    if device is None:
+        if not torch.cuda.is_available():
+            return "cpu"
+        local = os.environ.get("LOCAL_RANK")
+        return f"cuda:{int(local) % torch.cuda.device_count()}" if local and local.isdigit() else "cuda"
+    try:
+        torch.device(device)
+    except RuntimeError as err:
+        raise CLIError(f"--device {device!r}: {err}") from None
+    return device
+
+
+def shard(items: Sequence[T], rank: int, world_size: int) -> list[T]:
+    """This process's share: every ``world_size``-th item from ``rank`` (a fixed split of a sorted list)."""
+    return list(items[rank::world_size])
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Mask options
+
+
+def add_mask_arguments(
+    parser: argparse.ArgumentParser,
+    seed: bool = True,
+    title: str = "retrospective undersampling (fully sampled inputs; files with a mask keep it)",
+) -> None:
+    """``--mask``, ``--acceleration``, ``--center-fraction`` and (if ``seed``) ``--seed``."""
+    from recon.inference import MASK_TYPES
+
+    group = parser.add_argument_group(title)
+    group.add_argument("--mask", choices=sorted(MASK_TYPES), default="equispaced", help="mask type (%(default)s)")
+    group.add_argument("--acceleration", type=float, default=4.0, help="undersampling factor (%(default)s)")
+    group.add_argument(
+        "--center-fraction", type=float, default=0.08, help="fully sampled centre fraction (%(default)s)"
+    )
+    if seed:
+        group.add_argument("--seed", type=int, default=0, help="mask seed, combined with each file name (%(default)s)")
+
+
+def mask_func_from_args(args: argparse.Namespace) -> Any:
+    """The mask function of the parsed mask options; bad values raise :class:`CLIError`."""
+    from recon.inference import build_mask_func
+
+    try:
+        return build_mask_func(args.mask, args.acceleration, args.center_fraction)
+    except ValueError as err:
+        raise CLIError(f"bad mask options: {err}") from None
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Models
+
+
+def _preprocessing(data: object, source: object) -> Any:
+    from recon.inference import Preprocessing
+
+    try:
+        return Preprocessing.from_settings(data)
+    except ValueError as err:
+        raise CLIError(f"{source}: bad data settings ({err})") from None
+
+
+def load_default_model(name: str) -> tuple[nn.Module, Any]:
+    """The shipped default weights of ``name`` (:mod:`recon.weights`) and the pre-processing they were trained with.
+
+    Returns:
+        ``(model, recon.inference.Preprocessing)``.
+
+    Raises:
+        CLIError: When the weights are not installed or cannot be loaded.
+    """
+    try:
+        import recon.weights as weights
+    except ImportError:
+        raise CLIError(
+            f"no shipped default weights for {name!r} in this installation (recon.weights is missing); "
+            "pass --checkpoint DIR (a folder written by `recon train`)"
+        ) from None
+    try:
+        model = weights.load_default_model(name)
+    except (OSError, ValueError, KeyError, RuntimeError) as err:
+        raise CLIError(f"cannot load the default weights of {name!r}: {err}") from None
+    data = None
+    if hasattr(weights, "default_config"):
+        try:
+            data = getattr(weights.default_config(name), "data", None)
+        except (OSError, ValueError, KeyError) as err:
+            raise CLIError(f"cannot read the config of the default weights of {name!r}: {err}") from None
+    return model.eval(), _preprocessing(data, f"default weights {name!r}")
+
+
+def _refuse_pickle(path: Path) -> CLIError:
+    return CLIError(
+        f"{path}: refused: this checkpoint carries a pickle payload (objects other than tensors), which could run "
+        "arbitrary code when loaded; only safetensors files and torch.load(weights_only=True)-safe state dicts are "
+        "accepted (re-save it with `recon train` or safetensors.torch.save_file)"
+    )
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        meta = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise CLIError(f"{path}: unreadable checkpoint config ({err})") from None
+    if not isinstance(meta, dict) or not isinstance(meta.get("model"), str):
+        raise CLIError(f"{path}: checkpoint config must be a JSON object with a 'model' name")
+    return meta
+
+
+def _build(path: Path, meta: dict[str, Any], state: dict[str, Any], expected: str | None) -> tuple[nn.Module, Any]:
+    from recon.models import create_model
+
+    name = meta["model"]
+    if expected is not None and name != expected:
+        raise CLIError(f"{path}: checkpoint holds a {name!r} model but --model {expected} was asked for")
+    config = {k: tuple(v) if isinstance(v, list) else v for k, v in dict(meta.get("model_config") or {}).items()}
+    try:
+        model = create_model(name, **config)
+        model.load_state_dict(state)
+    except (ValueError, TypeError, RuntimeError) as err:
+        raise CLIError(f"{path}: weights do not fit the {name!r} model of the checkpoint config ({err})") from None
+    train_config = meta.get("train_config")
+    data = train_config.get("data") if isinstance(train_config, dict) else meta.get("data")
+    return model.eval(), _preprocessing(data, path)
+
+
+def load_checkpoint_model(path: str | os.PathLike, expected: str | None = None) -> tuple[nn.Module, Any]:
+    """Load a model from a checkpoint, never unpickling arbitrary objects.
+
+    Accepted layouts:
+
+    * a folder written by :func:`recon.training.save_checkpoint` (``model.safetensors`` + ``config.json``);
+    * a ``.safetensors`` file with a ``config.json`` beside it;
+    * a ``.pt`` / ``.pth`` / ``.ckpt`` file holding ``{"model": name, "model_config": {...}, "state_dict": {...}}``,
+      loaded with ``torch.load(weights_only=True)``; anything needing a full unpickler is refused.
+
+    The pre-processing comes from the ``data`` section of the training config stored with the weights
+    (``train_config.data``, as ``recon train`` writes it), else the defaults.
+
+    Args:
+        path: The checkpoint.
+        expected: Model name the caller asked for; a different model in the checkpoint is an error.
+
+    Returns:
+        ``(model, recon.inference.Preprocessing)``.
+
+    Raises:
+        CLIError: Naming the file and what is wrong.
+    """
+    import torch
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if not path.exists():
+        raise CLIError(f"{path}: checkpoint not found")
+    if path.is_dir():
+        weights, config = path / "model.safetensors", path / "config.json"
+        if not weights.is_file() or not config.is_file():
+            raise CLIError(f"{path}: expected a checkpoint folder with model.safetensors and config.json")
+        path = weights
+    if path.suffix == ".safetensors":
+        meta = _read_json(path.parent / "config.json")
+        try:
+            state = load_file(path, device="cpu")
+        except Exception as err:  # safetensors raises its own error type for bad headers / truncation
+            raise CLIError(f"{path}: not a valid safetensors file ({type(err).__name__}: {err})") from None
+        return _build(path, meta, state, expected)
+    if path.suffix in (".pt", ".pth", ".ckpt", ".bin"):
+        try:
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError:
+            raise _refuse_pickle(path) from None
+        except Exception as err:  # not a zip / truncated / corrupt
+            raise CLIError(f"{path}: not a readable PyTorch checkpoint ({type(err).__name__}: {err})") from None
+        if not isinstance(obj, dict) or not isinstance(obj.get("model"), str) or "state_dict" not in obj:
+            raise CLIError(f"{path}: expected a dict with 'model', 'model_config' and 'state_dict' entries")
+        return _build(path, obj, obj["state_dict"], expected)
+    raise CLIError(f"{path}: unknown checkpoint format (expected a folder, .safetensors, .pt, .pth or .ckpt)")

@@ -1,0 +1,266 @@
+"""Reconstruct whole fastMRI-style volumes: load, undersample (or use the file's mask), estimate coil maps, run a
+model or a classical baseline, crop to the recon matrix.
+
+The per-slice pre-processing is that of the training pipeline (:mod:`recon.data.transforms`):
+
+1. ``masked_kspace`` ``[C, H, W]``: the file's k-space under its own ``mask`` (fastMRI test files), or the fully
+   sampled k-space undersampled retrospectively by a mask function seeded from the file name
+   (:func:`recon.data.subsample.seed_from_fname`, so every run and every process draws the same mask);
+2. scale: ``max`` of the zero-filled RSS of ``masked_kspace`` (:class:`recon.data.transforms.KspaceNormalize`,
+   ``mode="max"``); the k-space is divided by it and the output multiplied back, so results are in the file's units;
+3. coil maps from the fully sampled centre (:func:`recon.ops.coils.estimate_sens_maps`, ``"acs"``; the centre
+   columns for line masks, a centre box for 2-D masks).
+
+Methods: the learned models (called as ``model(masked_kspace [B, C, H, W], mask, sens_maps) -> [B, H, W]``, see
+:mod:`recon.models`), ``"zero-filled"`` (RSS of the zero-filled coil images, fastMRI's baseline) and ``"cs"``
+(compressed-sensing SENSE, :func:`recon.baselines.tv_sense` by default or :func:`recon.baselines.wavelet_sense`).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from recon.baselines import tv_sense, wavelet_sense, zero_filled_rss
+from recon.data.keys import Challenge, FastMRIKey
+from recon.data.mri_data import FastMRIDataError, VolumeInfo, read_volume, read_volume_info
+from recon.data.subsample import MaskFunc, apply_mask, create_mask_for_mask_type, num_low_frequencies_from_mask
+from recon.data.writer import center_crop
+from recon.ops.coils import estimate_sens_maps, rss
+from recon.ops.fft import ifft2c
+
+__all__ = [
+    "BASELINES",
+    "Preprocessing",
+    "CS_METHODS",
+    "MASK_TYPES",
+    "MODEL_NAMES",
+    "PreparedVolume",
+    "build_mask_func",
+    "load_volume",
+    "make_reconstructor",
+    "reconstruct_volume",
+    "zero_filled_volume",
+]
+
+MODEL_NAMES = ("cirim", "rim", "recurrentvarnet")
+BASELINES = ("zero-filled", "cs")
+CS_METHODS = ("tv", "wavelet")  # TV first: the stronger one on the synthetic phantoms (see recon/cli/predict.py)
+# command-line mask names -> recon.data.subsample names; "equispaced" keeps the requested acceleration exactly
+MASK_TYPES = {
+    "equispaced": "equispaced_fraction",
+    "random": "random",
+    "gaussian2d": "gaussian2d",
+    "poisson": "poisson2d",
+}
+
+Reconstructor = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How a model's inputs are prepared; must match its training (``recon.config.DataConfig``).
+
+    Attributes:
+        sens_method: Coil maps, ``"acs"`` or ``"espirit"`` (:func:`recon.ops.coils.estimate_sens_maps`).
+        normalize: Scale statistic of the zero-filled RSS image, ``"max"`` or ``"mean"``.
+    """
+
+    sens_method: str = "acs"
+    normalize: str = "max"
+
+    def __post_init__(self) -> None:
+        if self.sens_method not in ("acs", "espirit"):
+            raise ValueError(f"sens_method must be 'acs' or 'espirit'; got {self.sens_method!r}")
+        if self.normalize not in ("max", "mean"):
+            raise ValueError(f"normalize must be 'max' or 'mean'; got {self.normalize!r}")
+
+    @classmethod
+    def from_settings(cls, data: object) -> Preprocessing:
+        """From a ``DataConfig``, a mapping with ``sens_method`` / ``normalize``, or ``None`` (the defaults)."""
+        if data is None:
+            return cls()
+        get = data.get if isinstance(data, dict) else lambda key, default: getattr(data, key, default)
+        return cls(str(get("sens_method", "acs")), str(get("normalize", "max")))
+
+
+def build_mask_func(mask_type: str, acceleration: float, center_fraction: float) -> MaskFunc:
+    """The mask function of a command-line mask name (one of :data:`MASK_TYPES`)."""
+    if mask_type not in MASK_TYPES:
+        raise ValueError(f"unknown mask {mask_type!r}; expected one of {sorted(MASK_TYPES)}")
+    return create_mask_for_mask_type(MASK_TYPES[mask_type], [center_fraction], [acceleration])
+
+
+@dataclass
+class PreparedVolume:
+    """One volume ready to reconstruct.
+
+    Attributes:
+        info: Validated file metadata.
+        masked_kspace: Complex64 ``[S, C, H, W]`` (``C = 1`` for single-coil files), zero off the mask.
+        mask: Float32 mask broadcastable to ``masked_kspace``: ``[1, 1, 1, W]`` (lines) or ``[1, 1, H, W]`` (2-D).
+        num_low_frequencies: Width of the fully sampled centre (columns, or the side of the centre box).
+        target: Float32 ``[S, h, w]`` reference from the file, or ``None``.
+        retrospective: Whether the mask was drawn here (fully sampled input) rather than read from the file.
+    """
+
+    info: VolumeInfo
+    masked_kspace: torch.Tensor
+    mask: torch.Tensor
+    num_low_frequencies: int
+    target: torch.Tensor | None
+    retrospective: bool
+
+    @property
+    def multicoil(self) -> bool:
+        return self.info.challenge == Challenge.MULTICOIL
+
+    @property
+    def is_2d_mask(self) -> bool:
+        return self.mask.shape[-2] != 1
+
+
+def _mask_seed(fname: str, seed: int) -> tuple[int, ...]:
+    return (int(seed), *(ord(ch) for ch in fname))
+
+
+def load_volume(path: str | os.PathLike, mask_func: MaskFunc | None = None, seed: int = 0) -> PreparedVolume:
+    """Read a fastMRI file and undersample it.
+
+    Args:
+        path: The HDF5 file.
+        mask_func: Retrospective mask for fully sampled files (ignored when the file stores a ``mask``).
+        seed: Combined with the file name into the mask seed.
+
+    Returns:
+        The prepared volume.
+
+    Raises:
+        FastMRIDataError: Naming the file and what is wrong (layout, values, a file that needs a mask, a mask
+            without a fully sampled centre).
+    """
+    path = Path(path)
+    if path.is_file() and path.stat().st_size == 0:
+        raise FastMRIDataError(path, None, "empty file (0 bytes)")
+    info = read_volume_info(path)
+    volume = read_volume(info)
+    kspace = volume.kspace if info.challenge == Challenge.MULTICOIL else volume.kspace.unsqueeze(1)
+    zero = torch.zeros((), dtype=kspace.dtype)
+    if volume.mask is not None:
+        mask = volume.mask.reshape(1, 1, 1, -1)
+        masked = torch.where(mask.bool(), kspace, zero)
+        num_low = info.sample_attrs().get(str(FastMRIKey.NUM_LOW_FREQUENCIES))  # also fastMRI's 'num_low_frequency'
+        if not isinstance(num_low, int | np.integer) or num_low <= 0:
+            num_low = num_low_frequencies_from_mask(mask)
+        retrospective = False
+    else:
+        if mask_func is None:
+            raise FastMRIDataError(path, FastMRIKey.MASK, "file has no mask and no retrospective mask was given")
+        padding = (info.header.padding_left, info.header.padding_right)
+        masked, mask, num_low = apply_mask(kspace, mask_func, seed=_mask_seed(info.fname, seed), padding=padding)
+        mask = mask.reshape(1, 1, *mask.shape[-2:])
+        retrospective = True
+    if int(num_low) < 1:
+        raise FastMRIDataError(path, FastMRIKey.MASK, "the mask has no fully sampled centre to estimate coil maps from")
+    return PreparedVolume(info, masked, mask, int(num_low), volume.target, retrospective)
+
+
+def _cs(method: str) -> Reconstructor:
+    solver = {"wavelet": wavelet_sense, "tv": tv_sense}[method]
+
+    def run(kspace: torch.Tensor, mask: torch.Tensor, sens: torch.Tensor) -> torch.Tensor:
+        return solver(kspace, sens, mask)
+
+    return run
+
+
+def _zero_filled(kspace: torch.Tensor, mask: torch.Tensor, sens: torch.Tensor) -> torch.Tensor:
+    return zero_filled_rss(kspace)
+
+
+def make_reconstructor(method: str | nn.Module, cs_method: str = "tv") -> Reconstructor:
+    """A function ``(masked_kspace [B, C, H, W], mask, sens_maps) -> image [B, H, W]`` (complex or magnitude).
+
+    Args:
+        method: ``"zero-filled"``, ``"cs"``, or a model (:mod:`recon.models`), which is put in eval mode.
+        cs_method: ``"tv"`` or ``"wavelet"`` for ``"cs"``.
+    """
+    if isinstance(method, nn.Module):
+        model = method.eval()
+
+        def run(kspace: torch.Tensor, mask: torch.Tensor, sens: torch.Tensor) -> torch.Tensor:
+            return model(kspace, mask, sens)
+
+        return run
+    if method == "zero-filled":
+        return _zero_filled
+    if method == "cs":
+        if cs_method not in CS_METHODS:
+            raise ValueError(f"unknown CS method {cs_method!r}; expected one of {CS_METHODS}")
+        return _cs(cs_method)
+    raise ValueError(f"unknown method {method!r}; expected a model or one of {BASELINES}")
+
+
+def _normalise(kspace: torch.Tensor, mode: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-slice scale ``max`` (or ``mean``) of ``rss(F^-1 k)`` for ``[B, C, H, W]`` k-space, as
+    :class:`recon.data.transforms.KspaceNormalize`; returns ``(k / scale, scale [B])``."""
+    magnitude = rss(ifft2c(kspace), dim=-3)
+    stat = magnitude.amax(dim=(-2, -1)) if mode == "max" else magnitude.mean(dim=(-2, -1))
+    scale = stat.clamp_min(1e-12)
+    return kspace / scale[:, None, None, None], scale
+
+
+def reconstruct_volume(
+    volume: PreparedVolume,
+    reconstructor: Reconstructor,
+    batch_size: int = 1,
+    device: str | torch.device = "cpu",
+    progress: Callable[[Iterable[int]], Iterable[int]] | None = None,
+    preprocessing: Preprocessing | None = None,
+) -> np.ndarray:
+    """Reconstruct every slice and crop to the recon matrix.
+
+    Args:
+        volume: From :func:`load_volume`.
+        reconstructor: From :func:`make_reconstructor`.
+        batch_size: Slices per call.
+        device: Where the reconstruction runs.
+        progress: Optional wrapper of the batch iterator (e.g. ``tqdm``).
+        preprocessing: Coil maps and scaling (default ACS maps, ``max`` scaling); for a model, those it was
+            trained with.
+
+    Returns:
+        Float32 magnitude volume ``[S, h, w]`` in the units of the file.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1; got {batch_size}")
+    num_slices = volume.masked_kspace.shape[0]
+    starts: Iterable[int] = range(0, num_slices, batch_size)
+    if progress is not None:
+        starts = progress(starts)
+    prep = preprocessing or Preprocessing()
+    region = "box" if volume.is_2d_mask else "lines"
+    mask = volume.mask.to(device)
+    outputs = []
+    with torch.inference_mode():
+        for start in starts:
+            kspace, scale = _normalise(volume.masked_kspace[start : start + batch_size].to(device), prep.normalize)
+            sens = estimate_sens_maps(kspace, volume.num_low_frequencies, method=prep.sens_method, acs_region=region)
+            image = reconstructor(kspace, mask, sens)
+            magnitude = image.abs() if torch.is_complex(image) else image
+            outputs.append((magnitude * scale[:, None, None]).float().cpu())
+    recon = torch.cat(outputs).numpy()
+    return np.ascontiguousarray(center_crop(recon, volume.info.recon_size), dtype=np.float32)
+
+
+def zero_filled_volume(volume: PreparedVolume) -> np.ndarray:
+    """Zero-filled RSS ``[S, h, w]`` of a prepared volume, cropped to the recon matrix (for figures)."""
+    with torch.inference_mode():
+        image = zero_filled_rss(volume.masked_kspace)
+    return np.ascontiguousarray(center_crop(image.numpy(), volume.info.recon_size), dtype=np.float32)
