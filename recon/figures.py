@@ -16,13 +16,13 @@ without selecting a global backend, so importing this module never changes how a
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 from matplotlib.figure import Figure
 
+from recon._atomic import atomic_write
 from recon.metrics import nmse_per_slice, psnr_per_slice, ssim_per_slice
 
 __all__ = ["comparison_figure", "slice_metrics"]
@@ -93,13 +93,4 @@ def comparison_figure(
     if title:
         fig.suptitle(title, fontsize=10)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
-    os.close(fd)
-    try:
-        fig.savefig(tmp, dpi=110)
-        os.chmod(tmp, 0o644)  # mkstemp makes owner-only files
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110), suffix=".png")

@@ -15,9 +15,7 @@ from __future__ import annotations
 import argparse
 import csv
 import math
-import os
 import sys
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +23,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from recon._atomic import atomic_write
 from recon.cli._common import CLIError, error_line
 
 HELP = "SSIM / PSNR / NMSE of predictions against targets (fastMRI definitions)"
@@ -195,24 +194,18 @@ def write_csv(rows: list[dict[str, object]], path: Path) -> None:
     Raises:
         CLIError: When the file cannot be written.
     """
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    except OSError as err:
-        raise CLIError(f"{path}: cannot write the CSV file ({err.strerror or err})") from None
-    try:
-        with os.fdopen(fd, "w", newline="") as fh:
+
+    def write(tmp: str) -> None:
+        with open(tmp, "w", newline="") as fh:
             writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
             writer.writeheader()
             writer.writerows(rows)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
+
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(path, write)
     except OSError as err:
-        Path(tmp).unlink(missing_ok=True)
         raise CLIError(f"{path}: cannot write the CSV file ({err.strerror or err})") from None
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def csv_rows(result: Evaluation, **extra: object) -> list[dict[str, object]]:

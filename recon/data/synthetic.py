@@ -27,7 +27,6 @@ from __future__ import annotations
 import functools
 import math
 import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +39,7 @@ from scipy import ndimage
 from skimage import data as skdata
 from skimage import transform as sktransform
 
+from recon._atomic import atomic_write
 from recon.data.keys import Challenge, FastMRIKey
 from recon.data.subsample import seed_from_fname
 from recon.ops.fft import fft2c, ifft2c
@@ -436,9 +436,8 @@ def write_volume(
     path = Path(path)
     multicoil = Challenge(challenge) == Challenge.MULTICOIL
     target_key = FastMRIKey.RECONSTRUCTION_RSS if multicoil else FastMRIKey.RECONSTRUCTION_ESC
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+
+    def write(tmp: str) -> None:
         with h5py.File(tmp, "w") as hf:
             hf.create_dataset(str(FastMRIKey.KSPACE), data=volume.kspace)
             if include_target:
@@ -448,11 +447,8 @@ def write_volume(
             hf.create_dataset(str(FastMRIKey.ISMRMRD_HEADER), data=np.bytes_(header))
             for key, value in attrs.items():
                 hf.attrs[str(key)] = value
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+
+    return atomic_write(path, write)
 
 
 def write_synthetic_dataset(

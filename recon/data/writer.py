@@ -12,7 +12,6 @@ Each file is written atomically: to a temporary file in the output folder, then 
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -20,6 +19,7 @@ import h5py
 import numpy as np
 import torch
 
+from recon._atomic import atomic_write
 from recon.data.keys import FastMRIKey
 
 __all__ = ["center_crop", "save_reconstructions"]
@@ -107,13 +107,10 @@ def save_reconstructions(
                 raise ValueError(f"reconstruction for {name!r}: {err}") from None
         prepared[out_dir / name] = volume
     for target, volume in prepared.items():
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=out_dir)
-        os.close(fd)
-        try:
+
+        def write(tmp_name: str, volume: np.ndarray = volume) -> None:
             with h5py.File(tmp_name, "w") as hf:
                 hf.create_dataset(str(FastMRIKey.RECONSTRUCTION), data=np.ascontiguousarray(volume, dtype=np.float32))
-            os.replace(tmp_name, target)
-        except BaseException:
-            Path(tmp_name).unlink(missing_ok=True)
-            raise
+
+        atomic_write(target, write)
     return list(prepared)

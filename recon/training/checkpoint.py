@@ -22,6 +22,8 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from recon._atomic import atomic_write
+
 __all__ = ["load_checkpoint", "load_model", "save_checkpoint"]
 
 WEIGHTS = "model.safetensors"
@@ -44,15 +46,7 @@ def _jsonable(value: Any) -> Any:
 
 
 def _atomic_write(path: Path, write: Callable[[str], None]) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write(path, write)
 
 
 def save_checkpoint(
