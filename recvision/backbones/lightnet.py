@@ -284,6 +284,9 @@ default_cfgs = generate_default_cfgs(
         "lightnet_tiny": cfg("arXiv:2405.21022", "You Only Scan Once (LightNet)", fixed_input_size=False),
         "lightnet_small": cfg("arXiv:2405.21022", "You Only Scan Once (LightNet)", fixed_input_size=False),
         "lightnet_base": cfg("arXiv:2405.21022", "You Only Scan Once (LightNet)", fixed_input_size=False),
+        "lightnet_femto": cfg(
+            "arXiv:2405.21022", "You Only Scan Once (LightNet)", input_size=(3, 64, 64), fixed_input_size=False
+        ),
         "test_lightnet": cfg(
             "arXiv:2405.21022", "You Only Scan Once (LightNet)", input_size=(3, 32, 32), fixed_input_size=False
         ),
@@ -322,6 +325,13 @@ def lightnet_base(pretrained: bool = False, **kwargs: Any) -> LightNet:
     """LightNet-B/16: width 768, depth 12, 12 heads."""
     model_args = dict(patch_size=16, embed_dim=768, depth=12, num_heads=12)
     return _create_lightnet("lightnet_base", pretrained=pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def lightnet_femto(pretrained: bool = False, **kwargs: Any) -> LightNet:
+    """LightNet-femto/8 for CPU experiments (the APE benchmark): 64 px, patch 8, width 64, depth 4, 2 heads."""
+    model_args = dict(img_size=64, patch_size=8, embed_dim=64, depth=4, num_heads=2)
+    return _create_lightnet("lightnet_femto", pretrained=pretrained, **dict(model_args, **kwargs))
 
 
 @register_model

@@ -493,6 +493,7 @@ default_cfgs = generate_default_cfgs(
         "vir_small": _cfg(),
         "vir_base": _cfg(),
         "vir_large": _cfg(),
+        "vir_femto": _cfg(input_size=(3, 64, 64)),
         "test_vir": _cfg(input_size=(3, 32, 32), fixed_input_size=False),
     }
 )
@@ -537,6 +538,13 @@ def vir_large(pretrained: bool = False, **kwargs: Any) -> VisionRetention:
     """ViR-L/16: width 1024, depth 24, 16 heads."""
     model_args = dict(patch_size=16, embed_dim=1024, depth=24, num_heads=16)
     return _create_vir("vir_large", pretrained=pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def vir_femto(pretrained: bool = False, **kwargs: Any) -> VisionRetention:
+    """ViR-femto/8 for CPU experiments (the APE benchmark): 64 px, patch 8, width 64, depth 4, 2 heads."""
+    model_args = dict(img_size=64, patch_size=8, embed_dim=64, depth=4, num_heads=2)
+    return _create_vir("vir_femto", pretrained=pretrained, **dict(model_args, **kwargs))
 
 
 @register_model

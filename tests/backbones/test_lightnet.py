@@ -28,7 +28,7 @@ def make(**kwargs) -> LightNet:
 
 
 def test_registered_in_timm_with_deit_sizes():
-    assert set(timm.list_models("lightnet_*")) == {"lightnet_tiny", "lightnet_small", "lightnet_base"}
+    assert set(timm.list_models("lightnet_*")) == {"lightnet_femto", "lightnet_tiny", "lightnet_small", "lightnet_base"}
     for name, dim, heads in (("lightnet_tiny", 192, 3), ("lightnet_small", 384, 6), ("lightnet_base", 768, 12)):
         model = timm.create_model(name, device="meta")
         assert model.embed_dim == dim and len(model.blocks) == 12 and model.blocks[0].mixer.num_heads == heads

@@ -32,7 +32,7 @@ def make(**kwargs) -> VisionRetention:
 
 
 def test_registered_in_timm():
-    assert set(timm.list_models("vir_*")) == {"vir_tiny", "vir_small", "vir_base", "vir_large"}
+    assert set(timm.list_models("vir_*")) == {"vir_femto", "vir_tiny", "vir_small", "vir_base", "vir_large"}
     assert "test_vir" in timm.list_models(name_matches_cfg=True)
     cfg = timm.get_pretrained_cfg("vir_base")
     assert cfg.first_conv == "patch_embed.proj" and cfg.classifier == "head"

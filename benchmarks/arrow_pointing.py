@@ -1,0 +1,217 @@
+"""Arrow-pointing extrapolation (APE) on the CPU: train at 64x64, test at 64x64 and at 128x128.
+
+A CPU-sized version of the pLSTM paper's protocol (arXiv 2506.11997: train at 192 px, test at 192 and 384 px, Tiny
+models, 50 epochs of 100k images, batch 128, AdamW with warm-up and cosine, 5 seeds). Here all four families are
+built at the same "femto" size — width 64, depth 4, 2 heads, patch 8, so 8x8 tokens at 64 px and 16x16 at 128 px —
+and get the same budget: ``--steps`` AdamW updates (lr ``--lr``, weight decay 0.05, linear warm-up over the first
+10% then cosine, via ``timm.optim`` / ``timm.scheduler``) on freshly generated images of batch ``--batch-size``.
+
+* ``plstm``: recvision's ``plstm_femto`` (corner pooling, 2 P/D pairs);
+* ``vir``: ``vir_femto`` (class token last, chunkwise retention);
+* ``lightnet``: ``lightnet_femto`` (MD-TPE + additive recurrence, average pooling);
+* ``vit``: timm's ``VisionTransformer`` (``vit_tiny_patch16_224`` with the femto dimensions, class token);
+* ``convnext``: a reference, not part of the comparison: timm's ``test_convnext`` (a 4-stage ConvNeXt of similar
+  parameter count), showing what a convolutional network learns in the same budget.
+
+Every model is built with ``dynamic_img_size=True``: at 128 px the learned position embeddings (ViT, ViR, pLSTM) are
+resampled bicubically to the 16x16 grid, LightNet has none. The image geometry (disc radius, arrow length, padding) is
+the same number of pixels at both sizes, as in the paper, so the test at 128 px shows objects as large as in training
+but farther apart on a canvas with 4x the tokens. Data seeds follow the reference protocol (train 43, test 200042,
+extrapolation test 200043), shifted by the run seed for training.
+
+Each (model, seed) run is a fresh process with 1 thread; ``--jobs`` runs go in parallel. Usage::
+
+    python benchmarks/arrow_pointing.py                       # all models, 3 seeds, default budget
+    python benchmarks/arrow_pointing.py --models vir vit --seeds 0 --steps 50 --test-samples 128   # smoke test
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from pathlib import Path
+from typing import Any
+
+FEMTO = dict(embed_dim=64, depth=4, num_heads=2, patch_size=8)
+MODELS = {
+    "plstm": ("plstm_femto", {"chunk_size": 16}),  # one chunk up to 16x16 tokens: the fastest CPU form here
+    "vir": ("vir_femto", {}),
+    "lightnet": ("lightnet_femto", {}),
+    "vit": ("vit_tiny_patch16_224", {}),
+    "convnext": ("test_convnext", None),  # reference row: a CNN of the same parameter count, built as timm has it
+}
+RESULT_PREFIX = "APE_RESULT "
+TRAIN_SEED, TEST_SEED, EXT_SEED = 43, 200042, 200043
+
+
+def _normalize(image):
+    return (image - 0.5) / 0.5  # the inception mean/std of the models' default cfgs
+
+
+def run_one(family: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
+    """Train one model at ``args.train_size`` and test it at every ``args.test_sizes`` (in this process)."""
+    import timm
+    import torch
+    from timm.optim import create_optimizer_v2
+    from timm.scheduler import create_scheduler_v2
+    from torch.utils.data import DataLoader
+
+    import recvision  # noqa: F401  (registers the backbones)
+    from recvision.data import ArrowPointingDataset
+    from recvision.finetune import evaluate, train_one_epoch
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(seed)
+    name, extra = MODELS[family]
+    if not timm.is_model(name):
+        raise SystemExit(f"{family}: timm has no model {name!r} (is recvision up to date?)")
+    if extra is None:  # a CNN: any input size as it is
+        model = timm.create_model(name, num_classes=2)
+    else:
+        model = timm.create_model(
+            name, num_classes=2, img_size=args.train_size, dynamic_img_size=True, **FEMTO, **extra
+        )
+    n_params = sum(p.numel() for p in model.parameters())
+    train = ArrowPointingDataset(
+        args.steps * args.batch_size, args.train_size, seed=TRAIN_SEED + seed, transform=_normalize
+    )
+    loader = DataLoader(train, args.batch_size, shuffle=True, generator=torch.Generator().manual_seed(seed))
+    optimizer = create_optimizer_v2(model, opt="adamw", lr=args.lr, weight_decay=args.weight_decay)
+    warmup = max(1, args.steps // 10)
+    scheduler, _ = create_scheduler_v2(
+        optimizer, sched="cosine", num_epochs=args.steps, warmup_epochs=warmup, warmup_lr=args.lr / 100,
+        min_lr=args.lr / 100, step_on_epochs=False, updates_per_epoch=1,
+    )  # fmt: skip
+    start = time.perf_counter()
+    steps = train_one_epoch(model, loader, torch.nn.functional.cross_entropy, optimizer, device=torch.device("cpu"),
+                            scheduler=scheduler, max_steps=args.steps)  # fmt: skip
+    train_s = time.perf_counter() - start
+    tail = steps[-max(1, len(steps) // 10) :]
+    result = {
+        "family": family, "model": name, "seed": seed, "params": n_params, "steps": len(steps),
+        "train_s": train_s, "final_train_loss": sum(s["loss"] for s in tail) / len(tail), "accuracy": {},
+    }  # fmt: skip
+    for size in args.test_sizes:
+        data_seed = TEST_SEED if size == args.train_size else EXT_SEED
+        test = ArrowPointingDataset(args.test_samples, size, seed=data_seed, transform=_normalize)
+        start = time.perf_counter()
+        metrics = evaluate(model, DataLoader(test, args.eval_batch_size), 2, device=torch.device("cpu"))
+        result["accuracy"][str(size)] = metrics["accuracy"]
+        result[f"eval_s_{size}"] = time.perf_counter() - start
+    return result
+
+
+def _worker_main(argv: list[str]) -> None:
+    args = build_parser().parse_args(argv)
+    result = run_one(args.worker_family, args.worker_seed, args)
+    print(RESULT_PREFIX + json.dumps(result), flush=True)
+
+
+def _launch(family: str, seed: int, argv: list[str], timeout: float) -> dict[str, Any]:
+    cmd = [sys.executable, __file__, *argv, "--worker-family", family, "--worker-seed", str(seed)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    start = time.perf_counter()
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout, check=False)
+    except subprocess.TimeoutExpired:
+        return {"family": family, "seed": seed, "error": f"timed out after {timeout:.0f} s"}
+    for line in proc.stdout.splitlines():
+        if line.startswith(RESULT_PREFIX):
+            result = json.loads(line[len(RESULT_PREFIX) :])
+            result["wall_s"] = time.perf_counter() - start
+            return result
+    return {"family": family, "seed": seed, "error": f"exit {proc.returncode}: {proc.stderr.strip()[-500:]}"}
+
+
+def _mean_std(values: list[float]) -> str:
+    if not values:
+        return "-"
+    std = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{100 * statistics.mean(values):.1f} ± {100 * std:.1f}"
+
+
+def format_table(results: list[dict[str, Any]], families: list[str], sizes: list[int], train_size: int) -> str:
+    """Markdown table: accuracy mean ± std over seeds per test size, parameters and training time per run."""
+    head = ["model", "params", "seeds"] + [
+        f"acc @{s} px" + (" (train size)" if s == train_size else " (extrapolation)") for s in sizes
+    ]
+    head += ["train min / run"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for family in families:
+        ok = [r for r in results if r["family"] == family and "error" not in r]
+        failed = [r for r in results if r["family"] == family and "error" in r]
+        cells = [MODELS[family][0], f"{ok[0]['params'] / 1e3:.0f}k" if ok else "-", str(len(ok))]
+        cells += [_mean_std([r["accuracy"][str(s)] for r in ok]) for s in sizes]
+        cells.append(f"{statistics.mean(r['train_s'] for r in ok) / 60:.1f}" if ok else "-")
+        if failed:
+            cells[2] += f" ({len(failed)} failed: {failed[0]['error'][:60]})"
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--models", nargs="+", choices=list(MODELS), default=list(MODELS))
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    p.add_argument("--steps", type=int, default=150, help="AdamW updates per run")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--weight-decay", type=float, default=0.05)
+    p.add_argument("--train-size", type=int, default=64)
+    p.add_argument("--test-sizes", nargs="+", type=int, default=[64, 128])
+    p.add_argument("--test-samples", type=int, default=512, help="images per test set")
+    p.add_argument("--eval-batch-size", type=int, default=128)
+    p.add_argument("--threads", type=int, default=1, help="torch threads per run")
+    p.add_argument("--jobs", type=int, default=2, help="runs in parallel")
+    p.add_argument("--timeout", type=float, default=1800, help="seconds per run before it is reported as failed")
+    p.add_argument("--json", default=None, help="also write every run's result here")
+    p.add_argument("--worker-family", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--worker-seed", type=int, default=None, help=argparse.SUPPRESS)
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser().parse_args(argv)
+    if args.worker_family is not None:
+        _worker_main(argv)
+        return
+    for name in ("steps", "batch_size", "test_samples", "jobs", "threads"):
+        if getattr(args, name) < 1:
+            raise SystemExit(f"--{name.replace('_', '-')} must be >= 1")
+    jobs = [(family, seed) for seed in args.seeds for family in args.models]
+    print(
+        f"APE: {len(args.models)} models x {len(args.seeds)} seeds, {args.steps} steps of {args.batch_size} images at "
+        f"{args.train_size} px, test {args.test_samples} images at {args.test_sizes} px; {args.jobs} parallel runs",
+        flush=True,
+    )
+    results = []
+    start = time.perf_counter()
+    with ThreadPoolExecutor(args.jobs) as pool:
+        futures = [pool.submit(_launch, family, seed, argv, args.timeout) for family, seed in jobs]
+        for future in as_completed(futures):
+            r = future.result()
+            results.append(r)
+            if "error" in r:
+                print(f"  {r['family']} seed {r['seed']}: FAILED {r['error']}", flush=True)
+            else:
+                accs = ", ".join(f"@{s}: {100 * a:.1f}%" for s, a in r["accuracy"].items())
+                print(
+                    f"  {r['family']} seed {r['seed']}: {accs}; loss {r['final_train_loss']:.3f}, "
+                    f"train {r['train_s']:.0f} s, wall {r['wall_s']:.0f} s",
+                    flush=True,
+                )
+            if args.json:  # rewritten after every run, so an interrupted benchmark keeps what it finished
+                Path(args.json).write_text(json.dumps({"args": vars(args), "results": results}, indent=1))
+    print(f"\ntotal wall time {(time.perf_counter() - start) / 60:.1f} min\n")
+    print(format_table(results, args.models, args.test_sizes, args.train_size))
+
+
+if __name__ == "__main__":
+    main()
