@@ -22,14 +22,21 @@ from functools import partial
 from typing import Any
 
 import torch
-from timm.layers import DropPath, LayerScale, LayerType, Mlp, PatchEmbed, get_act_layer, get_norm_layer
-from timm.models import build_model_with_cfg, generate_default_cfgs, named_apply, register_model
-from timm.models._features import feature_take_indices
+from timm.layers import LayerType, Mlp, PatchEmbed, get_act_layer, get_norm_layer
+from timm.models import generate_default_cfgs, named_apply, register_model
 from timm.models.vision_transformer import init_weights_vit_timm
 from torch import nn
 
 from ..layers.lightnet import MDTPE, LightNetMixer
-from ._common import IsotropicClassifierMixin, cfg, check_pretrained_source, residual
+from ._common import (
+    IsotropicClassifierMixin,
+    build_backbone,
+    cfg,
+    drop_path_or_identity,
+    drop_path_rates,
+    layer_scale_or_identity,
+    residual,
+)
 
 __all__ = ["LightNet", "LightNetBlock"]
 
@@ -72,20 +79,17 @@ class LightNetBlock(nn.Module):
         dd = {"device": device, "dtype": dtype}
         super().__init__()
 
-        def scale() -> nn.Module:
-            return LayerScale(dim, init_values=init_values, **dd) if init_values else nn.Identity()
-
         self.norm0 = norm_layer(dim, **dd)
         self.tpe = MDTPE(dim, num_heads, causal=causal, **dd)
-        self.ls0 = scale()
+        self.ls0 = layer_scale_or_identity(dim, init_values, **dd)
         self.norm1 = norm_layer(dim, **dd)
         self.mixer = LightNetMixer(dim, num_heads, causal=causal, chunk_size=chunk_size, **dd)
-        self.ls1 = scale()
+        self.ls1 = layer_scale_or_identity(dim, init_values, **dd)
         self.norm2 = norm_layer(dim, **dd)
         hidden = int(dim * mlp_ratio)
         self.mlp = mlp_layer(in_features=dim, hidden_features=hidden, act_layer=act_layer, drop=proj_drop, **dd)
-        self.ls2 = scale()
-        self.drop_path = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
+        self.ls2 = layer_scale_or_identity(dim, init_values, **dd)
+        self.drop_path = drop_path_or_identity(drop_path)
 
     def forward(self, x: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
         """``x [B, N, C]`` tokens in row-major order over ``grid`` -> ``[B, N, C]``."""
@@ -165,19 +169,10 @@ class LightNet(IsotropicClassifierMixin, nn.Module):
         self.causal = causal
         self.grad_checkpointing = False
 
-        embed_args: dict[str, Any] = dict(strict_img_size=False) if dynamic_img_size else {}
-        self.patch_embed = embed_layer(
-            img_size=img_size,
-            patch_size=patch_size,
-            in_chans=in_chans,
-            embed_dim=embed_dim,
-            dynamic_img_pad=dynamic_img_pad,
-            output_fmt="NHWC",
-            **embed_args,
-            **dd,
+        reduction = self.init_patch_embed(
+            embed_layer, img_size, patch_size, in_chans, dynamic_img_size, dynamic_img_pad, channels_last=True, **dd
         )
-        reduction = self.patch_embed.feat_ratio() if hasattr(self.patch_embed, "feat_ratio") else patch_size
-        dpr = [x.item() for x in torch.linspace(0, drop_path_rate, depth, device="cpu")]
+        dpr = drop_path_rates(drop_path_rate, depth)
         self.blocks = nn.ModuleList(
             LightNetBlock(
                 embed_dim,
@@ -195,10 +190,7 @@ class LightNet(IsotropicClassifierMixin, nn.Module):
             )
             for i in range(depth)
         )
-        self.feature_info = [dict(module=f"blocks.{i}", num_chs=embed_dim, reduction=reduction) for i in range(depth)]
-        self.norm = norm_layer(embed_dim, **dd)
-        self.head_drop = nn.Dropout(drop_rate)
-        self.head = nn.Linear(embed_dim, num_classes, **dd) if num_classes > 0 else nn.Identity()
+        self.init_neck_and_head(depth, reduction, norm_layer, num_classes, drop_rate, **dd)
         if weight_init != "skip" and self.norm.weight.device.type != "meta":
             self.init_weights()
 
@@ -210,23 +202,10 @@ class LightNet(IsotropicClassifierMixin, nn.Module):
     def no_weight_decay(self) -> set[str]:
         return {n for n, _ in self.named_parameters() if n.endswith(("lrpe_theta", "decay_logit", "tpe.gain"))}
 
-    @torch.jit.ignore
-    def group_matcher(self, coarse: bool = False) -> dict[str, Any]:
-        return dict(stem=r"^patch_embed", blocks=[(r"^blocks\.(\d+)", None), (r"^norm", (99999,))])
-
-    def set_input_size(self, img_size: int | tuple[int, int] | None = None) -> None:
-        """Change the nominal input size (nothing to resample: positions enter through MD-TPE and MD-LRPE)."""
-        self.patch_embed.set_input_size(img_size=img_size)
-
     def _embed(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
         x = self.patch_embed(x)  # [B, gh, gw, C]
         B, gh, gw, C = x.shape
         return x.reshape(B, gh * gw, C), (gh, gw)
-
-    def _run_block(self, block: nn.Module, x: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
-        if self.grad_checkpointing and not torch.jit.is_scripting():
-            return torch.utils.checkpoint.checkpoint(block, x, grid, use_reentrant=False)
-        return block(x, grid)
 
     def forward_intermediates(
         self,
@@ -250,16 +229,9 @@ class LightNet(IsotropicClassifierMixin, nn.Module):
         Returns:
             ``(final_features [B, N, C], intermediates)`` or just the intermediates.
         """
-        if output_fmt not in ("NCHW", "NLC"):
-            raise ValueError(f"output_fmt must be 'NCHW' or 'NLC'; got {output_fmt!r}")
-        take_indices, max_index = feature_take_indices(len(self.blocks), indices)
+        take_indices, blocks = self.intermediate_blocks(indices, stop_early, output_fmt)
         x, grid = self._embed(x)
-        blocks = self.blocks[: max_index + 1] if stop_early else self.blocks
-        intermediates = []
-        for i, block in enumerate(blocks):
-            x = self._run_block(block, x, grid)
-            if i in take_indices:
-                intermediates.append(self.norm(x) if norm else x)
+        x, intermediates = self.collect_intermediates(x, blocks, take_indices, norm, grid)
         if output_fmt == "NCHW":
             B, C = x.shape[0], x.shape[-1]
             intermediates = [y.reshape(B, *grid, C).permute(0, 3, 1, 2).contiguous() for y in intermediates]
@@ -271,7 +243,7 @@ class LightNet(IsotropicClassifierMixin, nn.Module):
         """Images ``[B, C, H, W]`` -> normalised patch tokens ``[B, N, C]``."""
         x, grid = self._embed(x)
         for block in self.blocks:
-            x = self._run_block(block, x, grid)
+            x = self.run_block(block, x, grid)
         return self.norm(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -295,15 +267,7 @@ default_cfgs = generate_default_cfgs(
 
 
 def _create_lightnet(variant: str, pretrained: bool = False, **kwargs: Any) -> LightNet:
-    out_indices = kwargs.pop("out_indices", 3)
-    check_pretrained_source(variant, pretrained, kwargs)
-    return build_model_with_cfg(
-        LightNet,
-        variant,
-        pretrained,
-        feature_cfg=dict(out_indices=out_indices, feature_cls="getter"),
-        **kwargs,
-    )
+    return build_backbone(LightNet, variant, pretrained, **kwargs)
 
 
 @register_model

@@ -22,25 +22,30 @@ from typing import Any
 
 import torch
 from timm.layers import (
-    DropPath,
-    LayerScale,
     LayerType,
     Mlp,
     PatchEmbed,
     RmsNorm,
     get_act_layer,
-    get_device_dtype,
     get_norm_layer,
     resample_abs_pos_embed_nhwc,
     trunc_normal_,
 )
-from timm.models import build_model_with_cfg, checkpoint_seq, generate_default_cfgs, named_apply, register_model
-from timm.models._features import feature_take_indices
+from timm.models import generate_default_cfgs, named_apply, register_model
 from timm.models.vision_transformer import init_weights_vit_timm
 from torch import nn
 
 from ..layers.plstm import PLSTM2D, check_plstm_impl
-from ._common import IsotropicClassifierMixin, cfg, check_pretrained_source, residual
+from ._common import (
+    IsotropicClassifierMixin,
+    build_backbone,
+    cfg,
+    drop_path_or_identity,
+    drop_path_rates,
+    filter_checkpoint,
+    layer_scale_or_identity,
+    residual,
+)
 
 __all__ = ["PLSTMVision", "PLSTMBlock", "checkpoint_filter_fn"]
 
@@ -101,13 +106,13 @@ class PLSTMBlock(nn.Module):
             chunk_size=chunk_size,
             **dd,
         )
-        self.ls1 = LayerScale(dim, init_values=init_values, **dd) if init_values else nn.Identity()
-        self.drop_path1 = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
+        self.ls1 = layer_scale_or_identity(dim, init_values, **dd)
+        self.drop_path1 = drop_path_or_identity(drop_path)
         self.norm2 = norm_layer(dim, **dd)
         hidden = int(dim * mlp_ratio)
         self.mlp = mlp_layer(in_features=dim, hidden_features=hidden, act_layer=act_layer, drop=proj_drop, **dd)
-        self.ls2 = LayerScale(dim, init_values=init_values, **dd) if init_values else nn.Identity()
-        self.drop_path2 = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
+        self.ls2 = layer_scale_or_identity(dim, init_values, **dd)
+        self.drop_path2 = drop_path_or_identity(drop_path)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``x``: tokens ``[B, H', W', C]`` on the patch grid -> ``[B, H', W', C]``."""
@@ -119,6 +124,7 @@ class PLSTMVision(IsotropicClassifierMixin, nn.Module):
     """pLSTM-Vis with the timm model API; ``forward_features`` returns the ``[B, H', W', C]`` token map."""
 
     dynamic_img_size: bool
+    stem_pattern = r"^pos_embed|patch_embed"
 
     def __init__(
         self,
@@ -198,29 +204,20 @@ class PLSTMVision(IsotropicClassifierMixin, nn.Module):
         self.global_pools = _GLOBAL_POOLS
         self.global_pool = self.check_global_pool(global_pool)
         self.num_features = self.embed_dim = embed_dim
-        self.head_hidden_size = self._pooled_width(self.global_pool)
+        self.head_hidden_size = self.pooled_width(self.global_pool)
         self.output_fmt = "NHWC"
         self.dynamic_img_size = dynamic_img_size
         self.plstm_impl = check_plstm_impl(plstm_impl)
         self.grad_checkpointing = False
 
-        embed_args: dict[str, Any] = dict(strict_img_size=False) if dynamic_img_size else {}
-        self.patch_embed = embed_layer(
-            img_size=img_size,
-            patch_size=patch_size,
-            in_chans=in_chans,
-            embed_dim=embed_dim,
-            dynamic_img_pad=dynamic_img_pad,
-            output_fmt="NHWC",
-            **embed_args,
-            **dd,
+        reduction = self.init_patch_embed(
+            embed_layer, img_size, patch_size, in_chans, dynamic_img_size, dynamic_img_pad, channels_last=True, **dd
         )
-        reduction = self.patch_embed.feat_ratio() if hasattr(self.patch_embed, "feat_ratio") else patch_size
         grid_h, grid_w = self.patch_embed.grid_size
         self.pos_embed = nn.Parameter(torch.empty(1, grid_h, grid_w, embed_dim, **dd)) if pos_embed else None
         self.pos_drop = nn.Dropout(p=pos_drop_rate)
 
-        dpr = [x.item() for x in torch.linspace(0, drop_path_rate, depth, device="cpu")]
+        dpr = drop_path_rates(drop_path_rate, depth)
         self.blocks = nn.Sequential(
             *[
                 PLSTMBlock(
@@ -243,10 +240,7 @@ class PLSTMVision(IsotropicClassifierMixin, nn.Module):
                 for i in range(depth)
             ]
         )
-        self.feature_info = [dict(module=f"blocks.{i}", num_chs=embed_dim, reduction=reduction) for i in range(depth)]
-        self.norm = norm_layer(embed_dim, **dd)
-        self.head_drop = nn.Dropout(drop_rate)
-        self.head = nn.Linear(self.head_hidden_size, num_classes, **dd) if num_classes > 0 else nn.Identity()
+        self.init_neck_and_head(depth, reduction, norm_layer, num_classes, drop_rate, **dd)
 
         if weight_init != "skip" and self.norm.weight.device.type != "meta":
             self.init_weights()
@@ -261,40 +255,24 @@ class PLSTMVision(IsotropicClassifierMixin, nn.Module):
     def no_weight_decay(self) -> set[str]:
         return {"pos_embed"} if self.pos_embed is not None else set()
 
-    @torch.jit.ignore
-    def group_matcher(self, coarse: bool = False) -> dict[str, Any]:
-        return dict(stem=r"^pos_embed|patch_embed", blocks=[(r"^blocks\.(\d+)", None), (r"^norm", (99999,))])
-
     def set_plstm_impl(self, impl: str) -> None:
         """Switch every pLSTM layer to the op ``"auto"``, ``"chunk"``, ``"parallel"`` or ``"naive"``."""
         self.plstm_impl = check_plstm_impl(impl)
         for block in self.blocks:
             block.plstm.impl = impl
 
-    def set_input_size(self, img_size: int | tuple[int, int] | None = None) -> None:
-        """Change the input size the model is built for, resampling the position embedding."""
-        prev_grid = self.patch_embed.grid_size
-        self.patch_embed.set_input_size(img_size=img_size)
-        if self.pos_embed is not None and self.patch_embed.grid_size != prev_grid:
-            self.pos_embed = nn.Parameter(
-                resample_abs_pos_embed_nhwc(self.pos_embed, list(self.patch_embed.grid_size)),
-                requires_grad=self.pos_embed.requires_grad,
-            )
+    def resample_pos_embed(
+        self, pos_embed: torch.Tensor, new_grid: tuple[int, int], old_grid: tuple[int, int]
+    ) -> torch.Tensor:
+        """Resample the 2-D position embedding ``[1, h, w, C]`` (its grid is its shape) -> ``[1, new_h, new_w, C]``."""
+        return resample_abs_pos_embed_nhwc(pos_embed, list(new_grid))
 
     # ---------------------------------------------------------------------------------------------------------
     # head: pooling over the [B, H', W', C] map
 
-    def _pooled_width(self, global_pool: str) -> int:
+    def pooled_width(self, global_pool: str) -> int:
+        """``4 * embed_dim`` for ``"corners"`` (four tokens concatenated), else ``embed_dim``."""
         return 4 * self.embed_dim if global_pool == "corners" else self.embed_dim
-
-    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
-        """Replace the classifier with one of ``num_classes`` outputs (0 = identity), optionally changing pooling."""
-        if global_pool is not None:
-            self.global_pool = self.check_global_pool(global_pool)
-        self.head_hidden_size = self._pooled_width(self.global_pool)
-        self.num_classes = num_classes
-        dd = get_device_dtype(self)
-        self.head = nn.Linear(self.head_hidden_size, num_classes, **dd) if num_classes > 0 else nn.Identity()
 
     def pool(self, x: torch.Tensor) -> torch.Tensor:
         """Pool the token map ``[B, H', W', C]``: ``"corners"`` -> ``[B, 4 C]`` (top-left, top-right,
@@ -312,7 +290,7 @@ class PLSTMVision(IsotropicClassifierMixin, nn.Module):
         x = self.patch_embed(x)  # [B, H', W', C]
         if self.pos_embed is not None:
             if self.dynamic_img_size:
-                x = x + resample_abs_pos_embed_nhwc(self.pos_embed, list(x.shape[1:3]))
+                x = x + self.resample_pos_embed(self.pos_embed, tuple(x.shape[1:3]), self.patch_embed.grid_size)
             else:
                 x = x + self.pos_embed
         return self.pos_drop(x)
@@ -340,19 +318,8 @@ class PLSTMVision(IsotropicClassifierMixin, nn.Module):
         Returns:
             ``(final_features [B, H', W', C], intermediates)`` or just the intermediates.
         """
-        if output_fmt not in ("NCHW", "NHWC", "NLC"):
-            raise ValueError(f"output_fmt must be 'NCHW', 'NHWC' or 'NLC'; got {output_fmt!r}")
-        take_indices, max_index = feature_take_indices(len(self.blocks), indices)
-        blocks = self.blocks[: max_index + 1] if stop_early else self.blocks
-        x = self._embed(x)
-        intermediates = []
-        for i, block in enumerate(blocks):
-            if self.grad_checkpointing and not torch.jit.is_scripting():
-                x = torch.utils.checkpoint.checkpoint(block, x, use_reentrant=False)
-            else:
-                x = block(x)
-            if i in take_indices:
-                intermediates.append(self.norm(x) if norm else x)
+        take_indices, blocks = self.intermediate_blocks(indices, stop_early, output_fmt, ("NCHW", "NHWC", "NLC"))
+        x, intermediates = self.collect_intermediates(self._embed(x), blocks, take_indices, norm)
         if output_fmt == "NCHW":
             intermediates = [y.permute(0, 3, 1, 2).contiguous() for y in intermediates]
         elif output_fmt == "NLC":
@@ -363,12 +330,7 @@ class PLSTMVision(IsotropicClassifierMixin, nn.Module):
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Images ``[B, C, H, W]`` -> normalised token map ``[B, H', W', C]``."""
-        x = self._embed(x)
-        if self.grad_checkpointing and not torch.jit.is_scripting():
-            x = checkpoint_seq(self.blocks, x)
-        else:
-            x = self.blocks(x)
-        return self.norm(x)
+        return self.norm(self.run_blocks(self._embed(x)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Images ``[B, C, H, W]`` -> logits ``[B, num_classes]``."""
@@ -378,23 +340,16 @@ class PLSTMVision(IsotropicClassifierMixin, nn.Module):
 def checkpoint_filter_fn(state_dict: dict[str, torch.Tensor], model: PLSTMVision) -> dict[str, torch.Tensor]:
     """Adapt a checkpoint to ``model``: unwrap ``model``/``state_dict`` containers, resample the 2-D position
     embedding ``[1, h, w, C]`` to the model's patch grid, and the patch-embedding kernel to its patch size."""
-    from timm.layers import resample_patch_embed
 
-    state_dict = state_dict.get("model", state_dict)
-    state_dict = state_dict.get("state_dict", state_dict)
-    out = {}
-    for key, value in state_dict.items():
-        if key == "pos_embed" and model.pos_embed is not None and value.shape != model.pos_embed.shape:
-            if value.ndim != 4 or value.shape[0] != 1 or value.shape[-1] != model.embed_dim:
-                raise ValueError(
-                    f"checkpoint pos_embed has shape {tuple(value.shape)}; expected [1, h, w, {model.embed_dim}] "
-                    f"to resample to the model's grid {model.patch_embed.grid_size}"
-                )
-            value = resample_abs_pos_embed_nhwc(value, list(model.patch_embed.grid_size))
-        elif key == "patch_embed.proj.weight" and value.shape[-2:] != model.patch_embed.proj.weight.shape[-2:]:
-            value = resample_patch_embed(value, list(model.patch_embed.proj.weight.shape[-2:]))
-        out[key] = value
-    return out
+    def resample(value: torch.Tensor) -> torch.Tensor:
+        if value.ndim != 4 or value.shape[0] != 1 or value.shape[-1] != model.embed_dim:
+            raise ValueError(
+                f"checkpoint pos_embed has shape {tuple(value.shape)}; expected [1, h, w, {model.embed_dim}] "
+                f"to resample to the model's grid {model.patch_embed.grid_size}"
+            )
+        return model.resample_pos_embed(value, model.patch_embed.grid_size, tuple(value.shape[1:3]))
+
+    return filter_checkpoint(state_dict, model, resample)
 
 
 def _cfg(**kwargs: Any) -> dict[str, Any]:
@@ -414,16 +369,7 @@ default_cfgs = generate_default_cfgs(
 
 
 def _create_plstm(variant: str, pretrained: bool = False, **kwargs: Any) -> PLSTMVision:
-    out_indices = kwargs.pop("out_indices", 3)
-    check_pretrained_source(variant, pretrained, kwargs)
-    return build_model_with_cfg(
-        PLSTMVision,
-        variant,
-        pretrained,
-        pretrained_filter_fn=checkpoint_filter_fn,
-        feature_cfg=dict(out_indices=out_indices, feature_cls="getter"),
-        **kwargs,
-    )
+    return build_backbone(PLSTMVision, variant, pretrained, pretrained_filter_fn=checkpoint_filter_fn, **kwargs)
 
 
 @register_model

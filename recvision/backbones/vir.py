@@ -26,8 +26,6 @@ from typing import Any
 
 import torch
 from timm.layers import (
-    DropPath,
-    LayerScale,
     LayerType,
     Mlp,
     PatchEmbed,
@@ -36,13 +34,21 @@ from timm.layers import (
     resample_abs_pos_embed,
     trunc_normal_,
 )
-from timm.models import build_model_with_cfg, checkpoint_seq, generate_default_cfgs, named_apply, register_model
-from timm.models._features import feature_take_indices
+from timm.models import generate_default_cfgs, named_apply, register_model
 from timm.models.vision_transformer import init_weights_vit_timm
 from torch import nn
 
 from ..layers.retention import MultiHeadRetention, check_retention_mode
-from ._common import IsotropicClassifierMixin, cfg, check_pretrained_source, residual
+from ._common import (
+    IsotropicClassifierMixin,
+    build_backbone,
+    cfg,
+    drop_path_or_identity,
+    drop_path_rates,
+    filter_checkpoint,
+    layer_scale_or_identity,
+    residual,
+)
 
 __all__ = ["VisionRetention", "RetentionBlock", "checkpoint_filter_fn"]
 
@@ -101,15 +107,15 @@ class RetentionBlock(nn.Module):
             chunk_size=chunk_size,
             **dd,
         )
-        self.ls1 = LayerScale(dim, init_values=init_values, **dd) if init_values else nn.Identity()
-        self.drop_path1 = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
+        self.ls1 = layer_scale_or_identity(dim, init_values, **dd)
+        self.drop_path1 = drop_path_or_identity(drop_path)
         self.norm2 = norm_layer(dim, **dd)
         hidden = int(dim * mlp_ratio)
         self.mlp = mlp_layer(
             in_features=dim, hidden_features=hidden, act_layer=act_layer, bias=proj_bias, drop=proj_drop, **dd
         )
-        self.ls2 = LayerScale(dim, init_values=init_values, **dd) if init_values else nn.Identity()
-        self.drop_path2 = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
+        self.ls2 = layer_scale_or_identity(dim, init_values, **dd)
+        self.drop_path2 = drop_path_or_identity(drop_path)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``x``: tokens ``[B, T, C]`` -> ``[B, T, C]``."""
@@ -131,6 +137,7 @@ class VisionRetention(IsotropicClassifierMixin, nn.Module):
     """
 
     dynamic_img_size: bool
+    stem_pattern = r"^cls_token|pos_embed|patch_embed"
 
     def __init__(
         self,
@@ -217,26 +224,17 @@ class VisionRetention(IsotropicClassifierMixin, nn.Module):
         self.stream_block_size = stream_block_size
         self.grad_checkpointing = False
 
-        embed_args: dict[str, Any] = {}
-        if dynamic_img_size:
-            embed_args.update(dict(strict_img_size=False, output_fmt="NHWC"))
-        self.patch_embed = embed_layer(
-            img_size=img_size,
-            patch_size=patch_size,
-            in_chans=in_chans,
-            embed_dim=embed_dim,
-            dynamic_img_pad=dynamic_img_pad,
-            **embed_args,
-            **dd,
+        # channels_last only with dynamic_img_size: _pos_embed then needs the [B, H', W', C] grid to resample to
+        reduction = self.init_patch_embed(
+            embed_layer, img_size, patch_size, in_chans, dynamic_img_size, dynamic_img_pad, dynamic_img_size, **dd
         )
         num_patches = self.patch_embed.num_patches
-        reduction = self.patch_embed.feat_ratio() if hasattr(self.patch_embed, "feat_ratio") else patch_size
 
         self.pos_embed = nn.Parameter(torch.empty(1, num_patches, embed_dim, **dd))
         self.cls_token = nn.Parameter(torch.empty(1, 1, embed_dim, **dd)) if class_token else None
         self.pos_drop = nn.Dropout(p=pos_drop_rate)
 
-        dpr = [x.item() for x in torch.linspace(0, drop_path_rate, depth, device="cpu")]
+        dpr = drop_path_rates(drop_path_rate, depth)
         self.blocks = nn.Sequential(
             *[
                 block_fn(
@@ -257,10 +255,7 @@ class VisionRetention(IsotropicClassifierMixin, nn.Module):
                 for i in range(depth)
             ]
         )
-        self.feature_info = [dict(module=f"blocks.{i}", num_chs=embed_dim, reduction=reduction) for i in range(depth)]
-        self.norm = norm_layer(embed_dim, **dd)
-        self.head_drop = nn.Dropout(drop_rate)
-        self.head = nn.Linear(embed_dim, num_classes, **dd) if num_classes > 0 else nn.Identity()
+        self.init_neck_and_head(depth, reduction, norm_layer, num_classes, drop_rate, **dd)
 
         if weight_init != "skip" and self.pos_embed.device.type != "meta":
             self.init_weights()
@@ -276,36 +271,23 @@ class VisionRetention(IsotropicClassifierMixin, nn.Module):
     def no_weight_decay(self) -> set[str]:
         return {"pos_embed", "cls_token"}
 
-    @torch.jit.ignore
-    def group_matcher(self, coarse: bool = False) -> dict[str, Any]:
-        return dict(
-            stem=r"^cls_token|pos_embed|patch_embed",
-            blocks=[(r"^blocks\.(\d+)", None), (r"^norm", (99999,))],
-        )
-
     def set_retention_mode(self, mode: str) -> None:
         """Switch every block to ``"parallel"``, ``"chunkwise"`` or ``"recurrent"`` retention."""
         self.retention_mode = check_retention_mode(mode)
         for block in self.blocks:
             block.retention.retention_mode = mode
 
-    def set_input_size(self, img_size: int | tuple[int, int] | None = None) -> None:
-        """Change the input size the model is built for, resampling the position embedding."""
-        prev_grid = self.patch_embed.grid_size
-        self.patch_embed.set_input_size(img_size=img_size)
-        if self.patch_embed.grid_size != prev_grid:
-            self.pos_embed = nn.Parameter(
-                resample_abs_pos_embed(self.pos_embed, self.patch_embed.grid_size, prev_grid, num_prefix_tokens=0),
-                requires_grad=self.pos_embed.requires_grad,
-            )
+    def resample_pos_embed(
+        self, pos_embed: torch.Tensor, new_grid: tuple[int, int], old_grid: tuple[int, int]
+    ) -> torch.Tensor:
+        """Resample the patch position embedding ``[1, old_h * old_w, C]`` -> ``[1, new_h * new_w, C]``."""
+        return resample_abs_pos_embed(pos_embed, new_size=new_grid, old_size=old_grid, num_prefix_tokens=0)
 
     def _pos_embed(self, x: torch.Tensor) -> torch.Tensor:
         # x: [B, N, C], or [B, H', W', C] with dynamic_img_size -> [B, N (+1), C]
         if self.dynamic_img_size:
             B, H, W, C = x.shape
-            pos_embed = resample_abs_pos_embed(
-                self.pos_embed, new_size=(H, W), old_size=self.patch_embed.grid_size, num_prefix_tokens=0
-            )
+            pos_embed = self.resample_pos_embed(self.pos_embed, (H, W), self.patch_embed.grid_size)
             x = x.reshape(B, H * W, C)
         else:
             pos_embed = self.pos_embed
@@ -336,7 +318,7 @@ class VisionRetention(IsotropicClassifierMixin, nn.Module):
             )
         grid_h, grid_w = embed.dynamic_feat_size((H, W))
         if self.dynamic_img_size:
-            pos_embed = resample_abs_pos_embed(self.pos_embed, (grid_h, grid_w), embed.grid_size, num_prefix_tokens=0)
+            pos_embed = self.resample_pos_embed(self.pos_embed, (grid_h, grid_w), embed.grid_size)
         else:
             pos_embed = self.pos_embed
         patch_h = embed.patch_size[0]
@@ -404,24 +386,13 @@ class VisionRetention(IsotropicClassifierMixin, nn.Module):
         Returns:
             ``(final_features [B, N + 1, C], intermediates)`` or just the intermediates.
         """
-        if output_fmt not in ("NCHW", "NLC"):
-            raise ValueError(f"output_fmt must be 'NCHW' or 'NLC'; got {output_fmt!r}")
-        take_indices, max_index = feature_take_indices(len(self.blocks), indices)
+        take_indices, blocks = self.intermediate_blocks(indices, stop_early, output_fmt)
         B, _, height, width = x.shape
-        blocks = self.blocks[: max_index + 1] if stop_early else self.blocks
 
         if self.retention_mode == "recurrent":
             x, intermediates = self._stream_blocks(self._token_stream(x), blocks, take_indices)
         else:
-            x = self._embed(x)
-            intermediates = []
-            for i, block in enumerate(blocks):
-                if self.grad_checkpointing and not torch.jit.is_scripting():
-                    x = torch.utils.checkpoint.checkpoint(block, x, use_reentrant=False)
-                else:
-                    x = block(x)
-                if i in take_indices:
-                    intermediates.append(x)
+            x, intermediates = self.collect_intermediates(self._embed(x), blocks, take_indices, False)
         if norm:
             intermediates = [self.norm(y) for y in intermediates]
 
@@ -442,12 +413,7 @@ class VisionRetention(IsotropicClassifierMixin, nn.Module):
         if self.retention_mode == "recurrent":
             x, _ = self._stream_blocks(self._token_stream(x), self.blocks)
             return self.norm(x)
-        x = self._embed(x)
-        if self.grad_checkpointing and not torch.jit.is_scripting():
-            x = checkpoint_seq(self.blocks, x)
-        else:
-            x = self.blocks(x)
-        return self.norm(x)
+        return self.norm(self.run_blocks(self._embed(x)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Images ``[B, C, H, W]`` -> logits ``[B, num_classes]``."""
@@ -461,26 +427,18 @@ class VisionRetention(IsotropicClassifierMixin, nn.Module):
 def checkpoint_filter_fn(state_dict: dict[str, torch.Tensor], model: VisionRetention) -> dict[str, torch.Tensor]:
     """Adapt a checkpoint to ``model``: unwrap ``model``/``state_dict`` containers, resample the patch grid of
     the position embedding to the model's, and resample the patch-embedding kernel if the patch size differs."""
-    from timm.layers import resample_patch_embed
 
-    state_dict = state_dict.get("model", state_dict)
-    state_dict = state_dict.get("state_dict", state_dict)
-    out = {}
-    for key, value in state_dict.items():
-        if key == "pos_embed" and value.shape != model.pos_embed.shape:
-            old_side = math.isqrt(value.shape[1])
-            if old_side * old_side != value.shape[1]:
-                raise ValueError(
-                    f"checkpoint pos_embed has {value.shape[1]} positions, not a square grid; cannot resample "
-                    f"to the model's grid {model.patch_embed.grid_size}"
-                )
-            value = resample_abs_pos_embed(
-                value, new_size=model.patch_embed.grid_size, old_size=(old_side, old_side), num_prefix_tokens=0
+    def resample(value: torch.Tensor) -> torch.Tensor:
+        # a flat [1, N, C] embedding carries no grid shape: only a square one can be resampled
+        old_side = math.isqrt(value.shape[1])
+        if old_side * old_side != value.shape[1]:
+            raise ValueError(
+                f"checkpoint pos_embed has {value.shape[1]} positions, not a square grid; cannot resample "
+                f"to the model's grid {model.patch_embed.grid_size}"
             )
-        elif key == "patch_embed.proj.weight" and value.shape[-2:] != model.patch_embed.proj.weight.shape[-2:]:
-            value = resample_patch_embed(value, list(model.patch_embed.proj.weight.shape[-2:]))
-        out[key] = value
-    return out
+        return model.resample_pos_embed(value, model.patch_embed.grid_size, (old_side, old_side))
+
+    return filter_checkpoint(state_dict, model, resample)
 
 
 def _cfg(**kwargs: Any) -> dict[str, Any]:
@@ -500,16 +458,7 @@ default_cfgs = generate_default_cfgs(
 
 
 def _create_vir(variant: str, pretrained: bool = False, **kwargs: Any) -> VisionRetention:
-    out_indices = kwargs.pop("out_indices", 3)
-    check_pretrained_source(variant, pretrained, kwargs)
-    return build_model_with_cfg(
-        VisionRetention,
-        variant,
-        pretrained,
-        pretrained_filter_fn=checkpoint_filter_fn,
-        feature_cfg=dict(out_indices=out_indices, feature_cls="getter"),
-        **kwargs,
-    )
+    return build_backbone(VisionRetention, variant, pretrained, pretrained_filter_fn=checkpoint_filter_fn, **kwargs)
 
 
 @register_model
