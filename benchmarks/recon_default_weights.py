@@ -2,7 +2,7 @@
 
 Two steps, both deterministic::
 
-    python benchmarks/recon_default_weights.py data --out data/recon_weights     # train / val / test folders
+    python benchmarks/recon_default_weights.py data --out data/recon_weights     # train, train_ft, val, test
     recon train --config configs/recon/cirim.yaml --data data/recon_weights/train \\
         --val data/recon_weights/val --out runs/cirim --threads 1                 # likewise rim, recurrentvarnet
     python benchmarks/recon_default_weights.py evaluate --data data/recon_weights/test
@@ -43,7 +43,11 @@ SPLITS: dict[str, tuple[int, list[tuple[str, int, int]]]] = {
     "train": (0, [("ellipses", 10, 8), ("shepp_logan", 3, 8), ("mni", 6, 8), ("epi", 6, 8)]),
     "val": (50, [("ellipses", 1, 4), ("shepp_logan", 1, 4), ("mni", 1, 4), ("epi", 1, 4)]),
     "test": (100, [("ellipses", 2, 4), ("shepp_logan", 1, 4), ("mni", 2, 4), ("epi", 2, 4)]),
+    # the fine-tuning set: train plus 6 more Shepp-Logan volumes (the piecewise-constant images TV-SENSE favours);
+    # same seed and file prefix, so its first 25 volumes are train's
+    "train_ft": (0, [("ellipses", 10, 8), ("shepp_logan", 9, 8), ("mni", 6, 8), ("epi", 6, 8)]),
 }
+PREFIXES = {"train_ft": "train"}
 SETTINGS = [(4, 0.08), (8, 0.04)]
 MASK_TYPES = ("equispaced_fraction", "random")
 MODELS = ("cirim", "rim", "recurrentvarnet")
@@ -51,13 +55,21 @@ CS_GRID = {"tv": [3e-3, 1e-2, 3e-2, 1e-1], "wavelet": [3e-4, 1e-3, 3e-3, 1e-2]}
 
 
 def make_data(out: Path) -> None:
-    """Write the train / val / test folders."""
+    """Write the train / val / test folders and train_ft (train with more Shepp-Logan volumes, for fine-tuning)."""
     from recon.data.synthetic import write_synthetic_dataset
 
     for split, (seed, parts) in SPLITS.items():
         for source, volumes, slices in parts:
             write_synthetic_dataset(
-                out / split, volumes, slices, SIZE, COILS, source, seed, prefix=split, noise_std=0.005
+                out / split,
+                volumes,
+                slices,
+                SIZE,
+                COILS,
+                source,
+                seed,
+                prefix=PREFIXES.get(split, split),
+                noise_std=0.005,
             )
         print(f"{out / split}: {len(list((out / split).glob('*.h5')))} volumes")
 
