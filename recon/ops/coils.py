@@ -29,6 +29,7 @@ import operator
 
 import torch
 
+from recon.ops._shapes import broadcast_shape
 from recon.ops.fft import fft2c, ifft2c
 
 __all__ = ["estimate_sens_maps", "rss", "sens_expand", "sens_reduce"]
@@ -58,12 +59,10 @@ def _check_image_and_sens(image: torch.Tensor, sens: torch.Tensor) -> None:
             f"image [..., H, W] and sens [..., C, H, W] must share H, W; got image {tuple(image.shape)} and "
             f"sens {tuple(sens.shape)}"
         )
-    try:
-        torch.broadcast_shapes(image.shape[:-2], sens.shape[:-3])
-    except RuntimeError as err:
+    if broadcast_shape(image.shape[:-2], sens.shape[:-3]) is None:
         raise ValueError(
             f"the batch dimensions of image {tuple(image.shape)} and sens {tuple(sens.shape)} do not broadcast"
-        ) from err
+        )
 
 
 def _check_kspace_and_sens(kspace: torch.Tensor, sens: torch.Tensor) -> None:
@@ -73,12 +72,10 @@ def _check_kspace_and_sens(kspace: torch.Tensor, sens: torch.Tensor) -> None:
         raise ValueError(
             f"kspace and sens must share [C, H, W]; got kspace {tuple(kspace.shape)} and sens {tuple(sens.shape)}"
         )
-    try:
-        torch.broadcast_shapes(kspace.shape[:-3], sens.shape[:-3])
-    except RuntimeError as err:
+    if broadcast_shape(kspace.shape[:-3], sens.shape[:-3]) is None:
         raise ValueError(
             f"the batch dimensions of kspace {tuple(kspace.shape)} and sens {tuple(sens.shape)} do not broadcast"
-        ) from err
+        )
 
 
 # ----------------------------------------------------------------------------------------------------------------

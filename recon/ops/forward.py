@@ -15,6 +15,7 @@ from collections.abc import Callable
 
 import torch
 
+from recon.ops._shapes import broadcast_shape
 from recon.ops.coils import sens_expand, sens_reduce
 
 __all__ = [
@@ -33,11 +34,7 @@ def _check_mask(mask: torch.Tensor, kspace_shape: torch.Size, name: str = "mask"
         raise ValueError(f"{name} must be a torch.Tensor broadcastable to the k-space; got {type(mask).__name__}")
     if torch.is_complex(mask):
         raise ValueError(f"{name} must be real (float 0/1 or bool); got dtype {mask.dtype}")
-    try:
-        shape = torch.broadcast_shapes(mask.shape, kspace_shape)
-    except RuntimeError:
-        shape = None
-    if shape != kspace_shape:
+    if broadcast_shape(mask.shape, kspace_shape) != tuple(kspace_shape):
         raise ValueError(
             f"{name} of shape {tuple(mask.shape)} does not broadcast to the k-space shape {tuple(kspace_shape)}"
         )
