@@ -6,7 +6,11 @@ that defines kernels is imported. Without a GPU the kernels then run on CPU tens
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import subprocess
+import sys
+from collections.abc import Callable
 
 import torch
 
@@ -31,3 +35,25 @@ def triton_device() -> str:
     if os.environ.get("TRITON_INTERPRET") != "1":
         pytest.skip("no GPU and TRITON_INTERPRET is not 1")
     return "cpu"
+
+
+@pytest.fixture
+def torchrun() -> Callable[..., subprocess.CompletedProcess]:
+    """Launch ``python -m torch.distributed.run --standalone --nproc_per_node N ARGS`` on the CPU (gloo).
+
+    Skips when torchrun or gloo is unavailable. The ranks run single-threaded with CUDA hidden; ``env`` adds
+    variables. Returns the finished process (stdout and stderr captured as text) for the test to check.
+    """
+    if not (
+        torch.distributed.is_available()
+        and torch.distributed.is_gloo_available()
+        and importlib.util.find_spec("torch.distributed.run") is not None
+    ):
+        pytest.skip("torch.distributed.run (torchrun) or gloo is unavailable")
+
+    def run(args: list[str], env: dict[str, str] | None = None, nproc: int = 2) -> subprocess.CompletedProcess:
+        full_env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc), *args]
+        return subprocess.run(cmd, capture_output=True, text=True, env={**full_env, **(env or {})}, timeout=300)
+
+    return run

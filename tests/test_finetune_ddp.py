@@ -8,10 +8,6 @@ averaged, the single-process weights would differ (AdamW would hide that, being 
 
 from __future__ import annotations
 
-import importlib.util
-import os
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
@@ -48,23 +44,12 @@ with open({out_dir!r} + f"/val_count{{dist.get_rank()}}.txt", "w") as fh:
 """
 
 
-def _torchrun_available() -> bool:
-    return (
-        torch.distributed.is_available()
-        and torch.distributed.is_gloo_available()
-        and importlib.util.find_spec("torch.distributed.run") is not None
-    )
-
-
 @pytest.mark.slow
-@pytest.mark.skipif(not _torchrun_available(), reason="torch.distributed.run (torchrun) or gloo is unavailable")
-def test_torchrun_two_ranks_average_gradients(tmp_path: Path) -> None:
+def test_torchrun_two_ranks_average_gradients(tmp_path: Path, torchrun) -> None:
     script = tmp_path / "ddp_finetune.py"
     argv = [*COMMON, "--batch-size", "8", "--output", str(tmp_path / "ckpt")]
     script.write_text(textwrap.dedent(SCRIPT).format(argv=argv, out_dir=str(tmp_path)))
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(script)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300, check=False)
+    proc = torchrun([str(script)])
     assert proc.returncode == 0, f"torchrun failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     # evaluation is sharded without duplicates and summed over the ranks: every val image counted once
     assert [(tmp_path / f"val_count{r}.txt").read_text() for r in range(2)] == ["359", "359"]

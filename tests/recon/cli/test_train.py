@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import os
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -122,17 +118,11 @@ def test_training_slices_masks_scale_and_crop(tiny_data: Path) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(
-    importlib.util.find_spec("torch.distributed.run") is None or not torch.distributed.is_available(),
-    reason="torchrun is unavailable",
-)
-def test_train_under_torchrun_two_ranks(tmp_path: Path, tiny_data: Path) -> None:
+def test_train_under_torchrun_two_ranks(tmp_path: Path, tiny_data: Path, torchrun) -> None:
     config, run = tmp_path / "rim.yaml", tmp_path / "run"
     config.write_text(CONFIG)
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": "", "RECON_NO_PROGRESS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "recon"]
-    cmd += ["train", "--config", str(config), "--data", str(tiny_data), "--val", str(tiny_data), "--out", str(run)]
-    proc = subprocess.run([*cmd, "--max-steps", "2"], capture_output=True, text=True, env=env, timeout=300)
+    cmd = ["-m", "recon", "train", "--config", str(config), "--data", str(tiny_data), "--val", str(tiny_data)]
+    proc = torchrun([*cmd, "--out", str(run), "--max-steps", "2"], env={"RECON_NO_PROGRESS": "1"})
     assert proc.returncode == 0, proc.stderr[-3000:]
     records = _records(run)  # only rank 0 logs: one record per step, one validation
     assert [r["step"] for r in records if "loss" in r] == [1, 2]

@@ -9,10 +9,6 @@ those of a single process trained with batch size 2 on the concatenated batches 
 
 from __future__ import annotations
 
-import importlib.util
-import os
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
@@ -51,23 +47,12 @@ dist.destroy_process_group()
 """
 
 
-def _torchrun_available() -> bool:
-    return (
-        torch.distributed.is_available()
-        and torch.distributed.is_gloo_available()
-        and importlib.util.find_spec("torch.distributed.run") is not None
-    )
-
-
 @pytest.mark.slow
-@pytest.mark.skipif(not _torchrun_available(), reason="torch.distributed.run (torchrun) or gloo is unavailable")
-def test_torchrun_two_ranks_match_single_process(tmp_path: Path) -> None:
+def test_torchrun_two_ranks_match_single_process(tmp_path: Path, torchrun) -> None:
     script = tmp_path / "train_ddp.py"
     helpers_dir = str(Path(__file__).parent)
     script.write_text(textwrap.dedent(SCRIPT).format(helpers_dir=helpers_dir, steps=STEPS, out_dir=str(tmp_path)))
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(script)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300, check=False)
+    proc = torchrun([str(script)])
     assert proc.returncode == 0, f"torchrun failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
 
     w0 = load_file(tmp_path / "rank0.safetensors")
