@@ -15,27 +15,11 @@ import torch
 from recvision.ops.md_tpe import md_tpe, naive_md_tpe
 from recvision.ops.utils import assert_close
 
-pytestmark = pytest.mark.triton
+pytestmark = [pytest.mark.triton, pytest.mark.usefixtures("nan_poison")]
 
 # fast, medium, slow decay and lambda = 1 (log_decay = 0)
 LAMBDAS = (0.25, 0.9, 1 - 1 / 64, 1.0)
 RATIO = {torch.float32: 1e-5, torch.float64: 1e-13, torch.float16: 5e-3, torch.bfloat16: 2e-2}
-
-
-@pytest.fixture(autouse=True)
-def _nan_poison(monkeypatch: pytest.MonkeyPatch) -> None:
-    empty_like, empty = torch.empty_like, torch.empty
-
-    def nan_empty_like(*args, **kwargs):
-        out = empty_like(*args, **kwargs)
-        return out.fill_(float("nan")) if out.is_floating_point() else out
-
-    def nan_empty(*args, **kwargs):
-        out = empty(*args, **kwargs)
-        return out.fill_(float("nan")) if out.is_floating_point() else out
-
-    monkeypatch.setattr(torch, "empty_like", nan_empty_like)
-    monkeypatch.setattr(torch, "empty", nan_empty)
 
 
 def _log_decay(num_heads: int, device: str) -> torch.Tensor:

@@ -19,27 +19,10 @@ from recvision.ops.plstm2d import GATE_NAMES, d_mode_gates, naive_plstm2d, p_mod
 from recvision.ops.plstm2d.triton_chunk import triton_chunk_plstm2d
 from recvision.ops.utils import assert_close
 
-pytestmark = pytest.mark.triton
+pytestmark = [pytest.mark.triton, pytest.mark.usefixtures("nan_poison")]
 
 INPUT_NAMES = ("q", "k", "v", *GATE_NAMES)
 RATIO = {torch.float32: 1e-5, torch.float64: 1e-12, torch.float16: 5e-3}
-
-
-@pytest.fixture(autouse=True)
-def _nan_poison(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Fill fresh buffers with NaN, so an element a kernel forgets to write (or reads unmasked) fails."""
-    empty_like, new_empty = torch.empty_like, torch.Tensor.new_empty
-
-    def nan_empty_like(*args, **kwargs):
-        out = empty_like(*args, **kwargs)
-        return out.fill_(float("nan")) if out.is_floating_point() else out
-
-    def nan_new_empty(self, *args, **kwargs):
-        out = new_empty(self, *args, **kwargs)
-        return out.fill_(float("nan")) if out.is_floating_point() else out
-
-    monkeypatch.setattr(torch, "empty_like", nan_empty_like)
-    monkeypatch.setattr(torch.Tensor, "new_empty", nan_new_empty)
 
 
 def _gates(mode: str, shape: tuple[int, ...], device: str) -> dict[str, torch.Tensor]:
