@@ -1,10 +1,11 @@
-"""2-D pLSTM Triton kernels (``triton_chunk_plstm2d``) against the cell-by-cell reference ``naive_plstm2d``.
+"""Chunked 2-D pLSTM Triton kernels (``triton_chunk_plstm2d``) against the cell-by-cell reference ``naive_plstm2d``.
 
-Without a GPU the kernels run on CPU tensors under ``TRITON_INTERPRET=1`` (set in ``tests/conftest.py``), at several
-milliseconds per program instance (one per cell, batch and head, per launch), so the grids are small. The output
+Without a GPU the kernels run on CPU tensors under ``TRITON_INTERPRET=1`` (set in ``tests/conftest.py``). The output
 and the gradients of all twelve inputs (driven by a random upstream ``do``) are compared with relative RMS error.
-Fresh buffers are NaN-poisoned, so a state or gradient a kernel forgets to write (or reads unmasked) fails.
-bfloat16 is not tested here: Triton's interpreter computes bfloat16 wrongly; it needs a GPU.
+The grids are chosen to give several chunks and partial chunks; some head dims give several DV blocks (partial sums
+over them) and several cell blocks per chunk. Fresh buffers are NaN-poisoned, so a state or gradient a kernel
+forgets to write (or reads unmasked) fails. bfloat16 is not tested here: Triton's interpreter computes bfloat16
+wrongly; it needs a GPU.
 """
 
 from __future__ import annotations
@@ -14,237 +15,195 @@ import sys
 import pytest
 import torch
 from aot_compile import check_compiles_for_nvidia
+from plstm2d_testing import (
+    DTYPE_NAMES,
+    RATIO,
+    aot_build,
+    check_rejects_bad_inputs,
+    compare_options,
+    compare_partial_grads,
+    compare_with_naive,
+    random_inputs,
+)
 
-from recvision.ops.plstm2d import GATE_NAMES, d_mode_gates, naive_plstm2d, p_mode_gates
-from recvision.ops.plstm2d.triton_chunk import triton_chunk_plstm2d
+from recvision.ops.plstm2d import naive_plstm2d
+from recvision.ops.plstm2d.triton_chunk import triton_chunk_plstm2d, triton_chunk_sides
 from recvision.ops.utils import assert_close
 
 pytestmark = [pytest.mark.triton, pytest.mark.usefixtures("nan_poison")]
 
-INPUT_NAMES = ("q", "k", "v", *GATE_NAMES)
-RATIO = {torch.float32: 1e-5, torch.float64: 1e-12, torch.float16: 5e-3}
 
-
-def _gates(mode: str, shape: tuple[int, ...], device: str) -> dict[str, torch.Tensor]:
-    """The nine gates ``[B, X, Y, H]`` of a P-mode, D-mode (chirality L / R) or unconstrained random layer."""
-
-    def act(kind: str) -> torch.Tensor:
-        x = torch.randn(shape, device=device)
-        return torch.tanh(x) if kind == "tanh" else torch.sigmoid(x)
-
-    if mode == "P":
-        return p_mode_gates(act("sig"), act("tanh"), act("sig"), act("sig"), act("sig"))
-    if mode in ("DL", "DR"):
-        names = ("sig", "sig", "tanh", "tanh", "tanh", "sig", "sig", "sig")
-        return d_mode_gates(*(act(n) for n in names), chirality=mode[1])
-    # independent gates, negative transitions included, scaled so that states stay bounded
-    return {name: act("tanh") * (0.5 if name.startswith("trans") else 1.0) for name in GATE_NAMES}
-
-
-def _inputs(B, X, Y, H, K, V, mode, device, dtype=torch.float32, gate_dtype=None):
-    q = torch.randn(B, X, Y, H, K, device=device).to(dtype)
-    k = torch.randn(B, X, Y, H, K, device=device).to(dtype)
-    v = torch.randn(B, X, Y, H, V, device=device).to(dtype)
-    gates = _gates(mode, (B, X, Y, H), device)
-    gates = {name: g.to(gate_dtype or dtype) for name, g in gates.items()}
-    return (q, k, v, *(gates[name] for name in GATE_NAMES))
-
-
-def _run(fn, inputs, do, **kwargs):
-    """Forward + backward; returns ``[o, d<input> for every input]`` (zeros where autograd gives no gradient)."""
-    leaves = [x.detach().clone().requires_grad_(True) for x in inputs]
-    o = fn(*leaves, **kwargs)
-    (o.double() * do.double()).sum().backward()
-    return [o, *(torch.zeros_like(leaf) if leaf.grad is None else leaf.grad for leaf in leaves)]
-
-
-def _compare(inputs, ratio, ref_dtype=torch.float32, **kwargs):
-    """Triton vs naive_plstm2d (run on the same values in ``ref_dtype``); every output in its input's dtype."""
-    do = torch.randn_like(inputs[2], dtype=torch.float32)
-    ref = _run(naive_plstm2d, [x.to(ref_dtype) for x in inputs], do, scale=kwargs.get("scale"))
-    tri = _run(triton_chunk_plstm2d, inputs, do, **kwargs)
-    assert tri[0].dtype == inputs[0].dtype
-    for name, x, r, t in zip(("o", *INPUT_NAMES), (inputs[2], *inputs), ref, tri, strict=True):
-        assert t.dtype == x.dtype, name
-        assert_close(name, r, t, ratio)
-
-
-# (B, X, Y, H, K, V, gate mode, chunk_size): the chunk sizes divide the number X + Y - 1 of diagonals or not
+# (B, X, Y, H, K, V, gate mode, chunk_size); grids with several chunks are not multiples of the chunk side
 CASES = [
     pytest.param(2, 1, 1, 1, 16, 8, "P", None, id="1x1-P"),
-    pytest.param(1, 1, 4, 2, 16, 8, "free", 2, id="1x4-free-c2"),
-    pytest.param(1, 5, 1, 1, 16, 8, "free", 3, id="5x1-free-c3"),
-    pytest.param(1, 3, 5, 2, 16, 8, "P", 3, id="3x5-P-c3"),
-    pytest.param(1, 3, 5, 2, 16, 8, "DL", 7, id="3x5-DL-c7"),
-    pytest.param(2, 3, 5, 1, 16, 8, "DR", 1, id="3x5-DR-c1"),
-    pytest.param(1, 3, 5, 2, 16, 8, "free", 100, id="3x5-free-c100"),
+    pytest.param(1, 1, 6, 2, 16, 8, "free", 4, id="1x6-free-c4"),
+    pytest.param(1, 3, 5, 2, 16, 8, "P", 4, id="3x5-P-c4"),
     pytest.param(1, 7, 9, 1, 16, 8, "DL", 4, id="7x9-DL-c4"),
-    pytest.param(1, 8, 8, 1, 16, 8, "P", None, id="8x8-P"),
-    pytest.param(1, 9, 6, 1, 16, 8, "DR", 7, id="9x6-DR-c7"),
-    pytest.param(1, 9, 6, 1, 16, 8, "free", 5, id="9x6-free-c5"),
-    # non-power-of-two K, and V over two blocks (DK = 64 gives 32-wide V blocks)
-    pytest.param(1, 4, 3, 1, 24, 12, "free", 2, id="4x3-free-K24-V12"),
-    pytest.param(1, 3, 4, 1, 64, 40, "P", 2, id="3x4-P-K64-V40"),
-    pytest.param(1, 7, 9, 2, 16, 8, "P", 5, id="7x9-P-c5", marks=pytest.mark.slow),
-    pytest.param(1, 8, 8, 2, 16, 8, "DR", 3, id="8x8-DR-c3", marks=pytest.mark.slow),
-    pytest.param(2, 9, 6, 1, 16, 8, "DL", None, id="9x6-DL", marks=pytest.mark.slow),
+    pytest.param(2, 9, 6, 1, 16, 8, "DR", 4, id="9x6-DR-c4"),
+    pytest.param(1, 9, 6, 1, 16, 8, "free", 4, id="9x6-free-c4"),
+    pytest.param(1, 9, 6, 2, 16, 8, "P", 8, id="9x6-P-c8"),
+    pytest.param(1, 7, 9, 1, 16, 8, "DR", 8, id="7x9-DR-c8"),
+    # non-power-of-two K and V (masked tiles); K = 128 gives two DV blocks and two cell blocks per 8x8 chunk
+    pytest.param(1, 5, 6, 1, 24, 12, "free", 4, id="5x6-free-K24-V12"),
+    pytest.param(1, 9, 6, 1, 128, 40, "P", 8, id="9x6-P-K128-V40-c8", marks=pytest.mark.slow),
+    pytest.param(1, 7, 9, 2, 16, 8, "free", 8, id="7x9-free-c8", marks=pytest.mark.slow),
+    pytest.param(1, 17, 5, 1, 8, 4, "DL", 16, id="17x5-DL-c16", marks=pytest.mark.slow),
 ]
 
 
 @pytest.mark.parametrize("B, X, Y, H, K, V, mode, chunk_size", CASES)
-def test_triton_matches_naive(triton_device, B, X, Y, H, K, V, mode, chunk_size):
-    inputs = _inputs(B, X, Y, H, K, V, mode, triton_device)
-    _compare(inputs, RATIO[torch.float32], chunk_size=chunk_size)
+def test_triton_chunk_matches_naive(triton_device, B, X, Y, H, K, V, mode, chunk_size):
+    inputs = random_inputs(B, X, Y, H, K, V, mode, triton_device)
+    compare_with_naive(triton_chunk_plstm2d, inputs, RATIO[torch.float32], chunk_size=chunk_size)
 
 
-@pytest.mark.parametrize(
-    "X, Y, mode, gate_dtype",
-    [(3, 5, "P", None), pytest.param(9, 6, "DL", torch.float32, id="9-6-DL-fp32gates", marks=pytest.mark.slow)],
-)
-def test_float16(triton_device, X, Y, mode, gate_dtype):
+@pytest.mark.parametrize("mode, gate_dtype", [("P", None), ("DL", torch.float32)])
+def test_float16(triton_device, mode, gate_dtype):
     """float16 inputs (float32 states); the reference computes on the same float16 values in float32."""
-    inputs = _inputs(1, X, Y, 2, 16, 8, mode, triton_device, torch.float16, gate_dtype)
-    _compare(inputs, RATIO[torch.float16])
+    inputs = random_inputs(1, 9, 6, 2, 16, 8, mode, triton_device, torch.float16, gate_dtype)
+    compare_with_naive(triton_chunk_plstm2d, inputs, RATIO[torch.float16], chunk_size=4)
 
 
-def test_float64_is_exact(triton_device):
-    """float64 inputs run the kernels in float64: agreement to rounding, a sharp check of every formula."""
-    inputs = _inputs(1, 4, 5, 1, 8, 4, "free", triton_device, torch.float64)
-    _compare(inputs, RATIO[torch.float64], ref_dtype=torch.float64, scale=0.7, chunk_size=3)
+@pytest.mark.parametrize("K, V, chunk_size", [(8, 4, 4), (32, 80, 8)], ids=["K8-V4-c4", "K32-V80-c8"])
+def test_float64_is_exact(triton_device, K, V, chunk_size):
+    """float64 inputs run the kernels in float64: agreement to rounding, a sharp check of every formula. With
+    K = 32, V = 80 (float64 tiles) there are two DV blocks, two cell blocks per 8x8 chunk and two sweep row blocks."""
+    inputs = random_inputs(1, 9, 7, 1, K, V, "free", triton_device, torch.float64)
+    compare_with_naive(
+        triton_chunk_plstm2d, inputs, RATIO[torch.float64], ref_dtype=torch.float64, scale=0.7, chunk_size=chunk_size
+    )
+
+
+def test_chunk_sides():
+    """Sides are clipped to the grid's power-of-two size, then raised to 4 (the smallest ``tl.dot`` tile)."""
+    assert triton_chunk_sides(1, 1, None) == (4, 4)
+    assert triton_chunk_sides(9, 100, None) == (8, 8)
+    assert triton_chunk_sides(5, 100, 16) == (8, 16)
+    assert triton_chunk_sides(30, 30, 2) == (4, 4)
 
 
 def test_chunk_size_does_not_change_the_result(triton_device):
-    """The checkpoint interval only trades memory for recomputation: the gradients agree to rounding."""
-    inputs = _inputs(1, 4, 3, 1, 8, 4, "free", triton_device)
-    do = torch.randn_like(inputs[2])
-    results = [_run(triton_chunk_plstm2d, inputs, do, chunk_size=c) for c in (1, 2, 6)]
-    for other in results[1:]:
-        for name, r, t in zip(("o", *INPUT_NAMES), results[0], other, strict=True):
-            assert_close(name, r, t, 1e-6)
+    """Chunk sides 2 (raised to 4), 4 and 8 give the same output and gradients up to rounding."""
+    inputs = random_inputs(1, 6, 9, 1, 16, 8, "free", triton_device)
+    compare_options(triton_chunk_plstm2d, inputs, [dict(chunk_size=c) for c in (4, 2, 8)], 1e-5)
 
 
 def test_partial_grads_no_grad_and_non_contiguous(triton_device):
-    """Only some inputs need gradients; no_grad skips the checkpoints; transposed views are made contiguous."""
-    B, X, Y, H, K, V = 1, 3, 4, 2, 16, 8
-    inputs = list(_inputs(B, X, Y, H, K, V, "P", triton_device))
+    """Only some inputs need gradients; no_grad saves nothing; transposed views are handled."""
+    B, X, Y, H, K, V = 1, 5, 6, 2, 16, 8
+    inputs = list(random_inputs(B, X, Y, H, K, V, "P", triton_device))
     inputs[0] = torch.randn(B, H, Y, X, K, device=triton_device).permute(0, 3, 2, 1, 4)  # q, not contiguous
     assert not inputs[0].is_contiguous()
-    ref = naive_plstm2d(*inputs)
-    with torch.no_grad():
-        assert_close("o (no_grad)", ref, triton_chunk_plstm2d(*inputs), RATIO[torch.float32])
-    q = inputs[0].detach().clone().requires_grad_(True)
-    trans = inputs[5].detach().clone().requires_grad_(True)
-    o = triton_chunk_plstm2d(q, *inputs[1:5], trans, *inputs[6:])
-    do = torch.randn_like(o)
-    (o * do).sum().backward()
-    q_ref = inputs[0].detach().clone().requires_grad_(True)
-    trans_ref = inputs[5].detach().clone().requires_grad_(True)
-    (naive_plstm2d(q_ref, *inputs[1:5], trans_ref, *inputs[6:]) * do).sum().backward()
-    assert_close("dq", q_ref.grad, q.grad, RATIO[torch.float32])
-    assert_close("dtrans_rl", trans_ref.grad, trans.grad, RATIO[torch.float32])
+    compare_partial_grads(triton_chunk_plstm2d, inputs, (0, 5), RATIO[torch.float32], chunk_size=4)
+    compare_partial_grads(triton_chunk_plstm2d, inputs, (9,), RATIO[torch.float32], chunk_size=4)
+
+
+def test_saved_memory_is_linear_in_the_cells(triton_device):
+    """What autograd keeps grows ~4x when the grid side doubles, and the kernels' boundary states are
+    ``E DK DV`` floats per chunk (no per-cell state)."""
+    from test_plstm2d import _saved_bytes
+
+    K = V = 16
+
+    def saved_at(side: int) -> tuple[int, int]:
+        leaves = [x.requires_grad_(True) for x in random_inputs(1, side, side, 1, K, V, "P", triton_device)]
+        return _saved_bytes(lambda: triton_chunk_plstm2d(*leaves, chunk_size=4))
+
+    total8, _ = saved_at(8)
+    total16, largest16 = saved_at(16)
+    assert total16 < 4.5 * total8
+    assert largest16 == (16 // 4) ** 2 * (4 + 4) * K * V * 4  # the outgoing states of the 16 chunks, float32
 
 
 def test_matches_pytorch_chunk_form(triton_device):
-    """Forward agreement with the PyTorch chunked wavefront (another independent implementation)."""
+    """Forward agreement with the PyTorch chunk form at the same chunk side (another implementation)."""
     from recvision.ops.plstm2d import chunk_plstm2d
 
-    inputs = _inputs(1, 6, 5, 2, 16, 8, "DL", triton_device)
-    assert_close("o", chunk_plstm2d(*inputs, chunk_size=4), triton_chunk_plstm2d(*inputs), RATIO[torch.float32])
+    inputs = random_inputs(1, 10, 7, 2, 16, 8, "DL", triton_device)
+    expected = chunk_plstm2d(*inputs, chunk_size=4)
+    assert_close("o", expected, triton_chunk_plstm2d(*inputs, chunk_size=4), RATIO[torch.float32])
 
 
-def test_dispatcher_runs_the_kernels(triton_device, monkeypatch: pytest.MonkeyPatch):
-    """``plstm2d(..., backend="triton")`` reaches ``triton_chunk_plstm2d``."""
+def test_dispatcher_runs_the_chunk_kernels(triton_device, monkeypatch: pytest.MonkeyPatch):
+    """``plstm2d(..., backend="triton")`` reaches ``triton_chunk_plstm2d`` and passes ``chunk_size`` on."""
     from recvision.ops.plstm2d import plstm2d
     from recvision.ops.plstm2d import triton_chunk as module
 
     calls = []
     original = module.triton_chunk_plstm2d
-    monkeypatch.setattr(module, "triton_chunk_plstm2d", lambda *a, **kw: calls.append(1) or original(*a, **kw))
-    inputs = _inputs(1, 3, 2, 1, 8, 4, "P", triton_device)
-    assert_close("o", naive_plstm2d(*inputs), plstm2d(*inputs, backend="triton"), RATIO[torch.float32])
-    assert calls == [1]
+
+    def spy(*args, **kwargs):
+        calls.append(kwargs)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(module, "triton_chunk_plstm2d", spy)
+    inputs = random_inputs(1, 5, 3, 1, 8, 4, "P", triton_device)
+    assert_close("o", naive_plstm2d(*inputs), plstm2d(*inputs, backend="triton", chunk_size=4), RATIO[torch.float32])
+    assert calls == [dict(scale=None, chunk_size=4)]
 
 
 def test_gradcheck(triton_device):
-    inputs = [x.requires_grad_(True) for x in _inputs(1, 2, 3, 1, 4, 2, "free", triton_device, torch.float64)]
-    assert torch.autograd.gradcheck(lambda *a: triton_chunk_plstm2d(*a, chunk_size=2), inputs, fast_mode=True)
+    """Finite differences in float64 on two chunks (5 x 3 cells, chunk side 4)."""
+    inputs = random_inputs(1, 5, 3, 1, 4, 2, "free", triton_device, torch.float64)
+    inputs = [x.requires_grad_(True) for x in inputs]
+    assert torch.autograd.gradcheck(lambda *a: triton_chunk_plstm2d(*a, chunk_size=4), inputs, fast_mode=True)
 
 
-@pytest.mark.parametrize("chunk_size", [0, -2, 2.5, True])
+@pytest.mark.parametrize("chunk_size", [0, -2, 3, 2.5, True])
 def test_bad_chunk_size(triton_device, chunk_size):
-    inputs = _inputs(1, 2, 2, 1, 4, 4, "P", triton_device)
+    inputs = random_inputs(1, 2, 2, 1, 4, 4, "P", triton_device)
     with pytest.raises(ValueError, match="chunk_size"):
         triton_chunk_plstm2d(*inputs, chunk_size=chunk_size)
 
 
 def test_bad_inputs(triton_device):
-    inputs = list(_inputs(1, 2, 2, 1, 4, 4, "P", triton_device))
-    with pytest.raises(ValueError, match="<= 256"):
-        triton_chunk_plstm2d(*_inputs(1, 1, 1, 1, 264, 4, "P", triton_device))
-    bad = inputs.copy()
-    bad[7] = bad[7][..., :1, :]  # trans_du with the wrong shape
-    with pytest.raises(ValueError, match="trans_du"):
-        triton_chunk_plstm2d(*bad)
+    check_rejects_bad_inputs(triton_chunk_plstm2d, triton_device)
+
+
+def test_cpu_tensors_need_the_interpreter(monkeypatch: pytest.MonkeyPatch):
+    from recvision.ops.plstm2d import triton_chunk as module
+
+    monkeypatch.setattr(module, "_interpreted", lambda: False)
+    with pytest.raises(ValueError, match="needs CUDA tensors"):
+        triton_chunk_plstm2d(*random_inputs(1, 2, 2, 1, 4, 4, "P", "cpu"))
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # Ahead-of-time compilation for NVIDIA targets (see tests/ops/aot_compile.py): the interpreter misses what only the
 # compiler checks (loop-carried types, masks, reductions, register and shared-memory limits).
 
-SHARED_MEMORY_LIMIT = 101376
-
 
 def _compile_all(arch: int) -> None:
-    """Compile every kernel variant for ``sm_<arch>`` (run without TRITON_INTERPRET)."""
-    import triton
-    from triton.backends.compiler import GPUTarget
-    from triton.compiler import ASTSource
-
+    """Compile every kernel for ``sm_<arch>`` at the tiles of several head dims, chunk sides and dtypes."""
     from recvision.ops.plstm2d import triton_chunk as C
 
-    target = GPUTarget("cuda", arch, 32)
-    names = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16", torch.float64: "fp64"}
-    scalars = dict(scale="fp32", d="i32", x_lo="i32", X="i32", Y="i32", N="i32")
-
-    def build(kernel, pointers: dict, constants: dict, num_warps: int) -> None:
-        signature, constexprs, attrs = {}, {}, {}
-        for i, name in enumerate(kernel.arg_names):
-            if name in pointers and pointers[name] is not None:
-                signature[name] = "*" + pointers[name]
-                attrs[(i,)] = [["tt.divisibility", 16]]
-            elif name in scalars:
-                signature[name] = scalars[name]
-            else:
-                signature[name] = "constexpr"
-                constexprs[name] = constants.get(name)
-        compiled = triton.compile(
-            ASTSource(kernel, signature, constexprs, attrs), target=target, options={"num_warps": num_warps}
-        )
-        shared = compiled.metadata.shared
-        assert shared <= SHARED_MEMORY_LIMIT, f"{kernel.__name__} {constants}: {shared} B of shared memory"
-
-    for dtype, K, V in (
-        (torch.bfloat16, 64, 64),
-        (torch.float16, 256, 200),
-        (torch.float32, 24, 40),
-        (torch.float64, 32, 32),
+    scalars = dict(NCH="i32", NTOT="i32", i_lo="i32", d="i32", NX="i32", NY="i32")
+    for dtype, K, V, side in (
+        (torch.bfloat16, 64, 64, 8),
+        (torch.float16, 256, 200, 16),
+        (torch.float32, 24, 40, 4),
+        (torch.float64, 32, 32, 8),
     ):
-        dt = names[dtype]
-        acc = names[C.compute_dtype(dtype)]
-        BK, BV = C._blocks(K, V)
-        constants = dict(H=12, K=K, V=V, BK=BK, BV=BV, ACC=C._acc_dtype(dtype))
-        inputs = {name: dt for name in ("q", "k", "v", *GATE_NAMES)}
-        states = dict(r_src=acc, r_dst=acc, d_src=acc, d_dst=acc)
-        for write_o in (True, False):
-            pointers = dict(inputs, o=dt if write_o else None, **states)
-            build(C.plstm2d_fwd_kernel, pointers, dict(constants, WRITE_O=write_o), C._num_warps(BK, BV))
-        grads = dict(do=dt, dq=acc, dk=acc, dv=acc, dg=acc, r_in=acc, d_in=acc, a_r=acc, a_d=acc)
-        build(C.plstm2d_bwd_kernel, dict(inputs, **grads), constants, C._num_warps(BK, BV, backward=True))
+        acc = C.compute_dtype(dtype)
+        BK, BV, BC = C._tiles(K, V, side * side, acc)
+        meta = dict(K=K, V=V, BK=BK, BV=BV, BC=BC, PREC=C._dot_precision(dtype))
+        warps = C._num_warps(BC, BK, BV)
+        # every pointer argument of the kernels; all tensors are in the accumulation dtype
+        pointers = dict.fromkeys("q k v g t s m o h do dh dq dk dv dg dt ds dm a b w".split(), DTYPE_NAMES[acc])
+        cells, edges = dict(meta, C=side * side), dict(meta, BX=side, BY=side)
+        aot_build(C.chunk_plstm2d_intra_fwd_kernel, arch, pointers, scalars, cells, warps)
+        aot_build(C.chunk_plstm2d_intra_bwd_kernel, arch, pointers, scalars, cells, warps)
+        aot_build(C.chunk_plstm2d_marks_kernel, arch, pointers, scalars, edges, warps)
+        aot_build(C.chunk_plstm2d_inter_bwd_kernel, arch, pointers, scalars, edges, warps)
+        for adjoint in (False, True):
+            aot_build(C.chunk_plstm2d_sources_kernel, arch, pointers, scalars, dict(edges, ADJOINT=adjoint), warps)
+            sweep = dict(edges, BKS=C.SWEEP_ROWS, ADJOINT=adjoint)
+            aot_build(C.chunk_plstm2d_sweep_kernel, arch, pointers, scalars, sweep, 4)
 
 
 @pytest.mark.slow
 def test_kernels_compile_for_nvidia_gpus(triton_device: str) -> None:
-    """Compile all kernel variants to cubins for sm_90 (Hopper) and sm_80 (Ampere); no GPU needed."""
+    """Compile all kernels to cubins for sm_90 (Hopper) and sm_80 (Ampere); no GPU needed."""
     check_compiles_for_nvidia(__file__)
 
 

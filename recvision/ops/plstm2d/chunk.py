@@ -180,16 +180,16 @@ def plstm2d(
     chunk_size: int | None = None,
     backend: str | None = None,
 ) -> torch.Tensor:
-    """2-D pLSTM, dispatched to the Triton wavefront kernel or to :func:`chunk_plstm2d`.
+    """2-D pLSTM, dispatched to the chunked Triton kernels or to :func:`chunk_plstm2d`.
 
     :func:`recvision.config.use_triton` decides (``backend`` overrides the global setting for this call). The
     Triton module is imported lazily so that CPU-only use never imports Triton.
 
     Args:
         q, k, v, source_r, ..., direct, scale: as in :func:`~recvision.ops.plstm2d.naive_plstm2d`.
-        chunk_size: chunk side (a power of two) of the PyTorch chunk form, or ``None`` for its default. The Triton
-            kernel works cell by cell along anti-diagonals and chooses its own checkpoint interval, so it ignores
-            this argument.
+        chunk_size: chunk side (a power of two), or ``None`` for the default of the chosen form
+            (:data:`DEFAULT_CHUNK_SIZE` = 4 for PyTorch, ``triton_chunk.DEFAULT_TRITON_CHUNK_SIZE`` = 8 for Triton,
+            which also raises sides below 4 to 4). Either way it does not change the result beyond rounding.
         backend: ``"auto"``, ``"torch"``, ``"triton"`` or ``None`` (the global backend).
 
     Returns:
@@ -199,5 +199,5 @@ def plstm2d(
     if use_triton(q, backend):
         from .triton_chunk import triton_chunk_plstm2d
 
-        return triton_chunk_plstm2d(*args, scale=scale)
+        return triton_chunk_plstm2d(*args, scale=scale, chunk_size=chunk_size)
     return chunk_plstm2d(*args, scale=scale, chunk_size=chunk_size)
