@@ -11,9 +11,11 @@ lie on the previous anti-diagonal of the chunk grid, so the chunk grid is swept 
     R_out = T_rr R_in + T_rd D_in + S_r (k v^T)        D_out = T_dr R_in + T_dd D_in + S_d (k v^T)
     o     = ((q k^T) * G) v + q^T (M_r R_in + M_d D_in)
 
-with the chunk operators ``T, S, M, G`` of :func:`~recvision.ops.plstm2d.parallel.plstm2d_blocks`. Memory is
-``O(B H X Y (bx by + (bx + by) DK + (bx + by) DK DV / (bx by)))``, linear in the number of cells for a fixed chunk
-size (``(X Y)^2`` for the parallel form).
+with the chunk operators ``T, S, M, G``: built by :func:`~recvision.ops.plstm2d.block_scan.scan_plstm2d_blocks`
+(one anti-diagonal scan of coefficient vectors, the faster builder on the CPU) for chunks of up to
+:data:`SCAN_MAX_CELLS` cells, by the log-depth doubling :func:`~recvision.ops.plstm2d.parallel.plstm2d_blocks` for
+larger ones; both give the same operators. Memory is ``O(B H X Y (bx by + (bx + by) DK + (bx + by) DK DV / (bx
+by)))``, linear in the number of cells for a fixed chunk size (``(X Y)^2`` for the parallel form).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from __future__ import annotations
 import torch
 
 from ...config import use_triton
+from .block_scan import scan_plstm2d_blocks
 from .common import check_plstm2d_inputs, compute_dtype, gate_dict
 from .parallel import (
     BlockOperators,
@@ -35,6 +38,10 @@ from .parallel import (
 __all__ = ["chunk_plstm2d", "plstm2d", "DEFAULT_CHUNK_SIZE", "chunk_sides"]
 
 DEFAULT_CHUNK_SIZE = 4
+# Chunks of up to this many cells get their operators from the anti-diagonal scan (fewer, larger tensor ops: about
+# 2x faster than the doubling on the CPU at 4x4 and 8x8, see benchmarks/bench_plstm_op.py); larger ones, where the
+# scan's bx + by - 1 steps over bx*by + bx + by coefficients cost more, from the log-depth doubling.
+SCAN_MAX_CELLS = 64
 
 
 def chunk_sides(X: int, Y: int, chunk_size: int | None) -> tuple[int, int]:
@@ -154,10 +161,14 @@ def chunk_plstm2d(
     bx, by = chunk_sides(X, Y, chunk_size)
     Xp, Yp = -(-X // bx) * bx, -(-Y // by) * by
     qp, kp, vp, flat = pad_grid(q, k, v, gates, Xp, Yp, compute_dtype(q.dtype))
-    blocks = plstm2d_blocks(flat, bx, by)
+    one_chunk = Xp == bx and Yp == by
+    if bx * by <= SCAN_MAX_CELLS:
+        blocks = scan_plstm2d_blocks(flat, bx, by, boundary=not one_chunk)
+    else:
+        blocks = plstm2d_blocks(flat, bx, by)
     qb, kb, vb = to_blocks(qp * scale, bx, by), to_blocks(kp, bx, by), to_blocks(vp, bx, by)
     o = intra_block_output(qb, kb, vb, blocks.g)
-    if Xp > bx or Yp > by:
+    if not one_chunk:
         o = o + _inter_chunk_output(qb, kb, vb, blocks)
     return from_blocks(o, B, H, bx, by)[:, :X, :Y].to(q.dtype)
 
