@@ -36,14 +36,14 @@ def _run(*extra: str):
 
 @pytest.mark.slow
 def test_loss_falls_on_digits():
-    # a tiny timm ConvNeXt: convolutions leave the ln(10) plateau within a few steps, whereas isotropic token mixers
-    # trained from scratch sit on it for ~100 updates (recvision's backbones are trained in the tests below)
-    result = _run("--model", "test_convnext", "--data", "digits", "--epochs", "1", "--steps-per-epoch", "20")
+    # recvision's tiny pLSTM leaves the ln(10) plateau within a few dozen updates (the isotropic retention and
+    # additive-recurrence backbones trained from scratch sit on it for ~100, so they are not used here)
+    result = _run("--model", "test_plstm", "--data", "digits", "--epochs", "1", "--steps-per-epoch", "40")
     losses = [s["loss"] for s in result.steps]
-    assert len(losses) == 20 and [s["step"] for s in result.steps] == list(range(1, 21))
-    assert np.mean(losses[-5:]) < 0.7 * np.mean(losses[:5]), losses
+    assert len(losses) == 40 and [s["step"] for s in result.steps] == list(range(1, 41))
+    assert np.mean(losses[-5:]) < 0.75 * np.mean(losses[:5]), losses  # measured 0.66
     val = result.results["val"]
-    assert val["count"] == 359 and val["accuracy"] > 0.5  # chance is 0.1
+    assert val["count"] == 359 and val["accuracy"] > 0.4  # chance is 0.1; measured 0.55
     assert np.array(val["confusion"]).sum() == 359
     assert result.steps[-1]["lr"] < result.steps[0]["lr"]  # the cosine schedule is stepped per update
     assert "acc[9]" in result.table
