@@ -30,6 +30,7 @@ from recvision.ops.plstm2d import (
     unorient,
 )
 from recvision.ops.plstm2d.block_scan import scan_plstm2d_blocks
+from recvision.ops.plstm2d.chunk import DEFAULT_CHUNK_SIZE, chunk_sides
 from recvision.ops.plstm2d.parallel import BlockOperators, plstm2d_blocks
 from recvision.ops.utils import assert_close
 
@@ -361,3 +362,13 @@ def test_scan_gating_of_a_non_power_of_two_block_matches_naive() -> None:
     o = naive_plstm2d(ones, ones, v, **{name: t[..., None] for name, t in gates.items()}, scale=1.0)
     expected = o[:, :, :, 0].reshape(N, 1, 1, X, Y, X, Y)
     assert_close("G", expected, scan_plstm2d_blocks(gates, X, Y).g, 1e-13, atol=0.0)
+
+
+def test_default_chunk_sides() -> None:
+    """One chunk for grids padding to at most 8x8 cells, chunks of side 4 beyond; an explicit size always wins."""
+    assert chunk_sides(1, 1, None) == (1, 1)
+    assert chunk_sides(7, 5, None) == (8, 8)
+    assert chunk_sides(16, 4, None) == (16, 4)
+    assert chunk_sides(16, 8, None) == (4, 4)
+    assert chunk_sides(23, 17, None) == (DEFAULT_CHUNK_SIZE, DEFAULT_CHUNK_SIZE)
+    assert chunk_sides(8, 8, 2) == (2, 2)
