@@ -29,7 +29,11 @@ extrapolation test 200043), shifted by the run seed for training.
 
 Each (model, seed) run is a fresh process with 1 thread; ``--jobs`` runs go in parallel. Usage::
 
-    python benchmarks/arrow_pointing.py --models plstm vir lightnet vit   # the README table: 3 seeds, ~50 min
+    python benchmarks/arrow_pointing.py --models plstm vir lightnet vit   # the README table: 3 seeds, ~60 min
+    # the paper's protocol (Tiny models, 192 -> 384 px, full geometry, 39k updates of 128) on one GPU:
+    python benchmarks/arrow_pointing.py --device cuda --jobs 1 --scale 1 --train-size 192 --test-sizes 192 384 \
+        --embed-dim 192 --depth 12 --heads 3 --patch-size 16 --steps 39000 --batch-size 128 --lr 1e-4 \
+        --seeds 0 1 2 3 4 --timeout 86400
     python benchmarks/arrow_pointing.py --models vir vit --seeds 0 --steps 50 --test-samples 128   # smoke test
 """
 
@@ -78,10 +82,13 @@ def run_one(family: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
     from torch.utils.data import DataLoader
 
     import recvision  # noqa: F401  (registers the backbones)
-    from recvision.data import ArrowPointingDataset
+    from recvision.data import ArrowPointingConfig, ArrowPointingDataset
     from recvision.finetune import evaluate, train_one_epoch
 
     torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    geometry = ArrowPointingConfig(scale=args.scale)
+    dims = dict(embed_dim=args.embed_dim, depth=args.depth, num_heads=args.heads, patch_size=args.patch_size)
     torch.manual_seed(seed)
     name, extra = MODELS[family]
     if not timm.is_model(name):
@@ -89,12 +96,11 @@ def run_one(family: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
     if extra is None:  # a CNN: any input size as it is
         model = timm.create_model(name, num_classes=2)
     else:
-        model = timm.create_model(
-            name, num_classes=2, img_size=args.train_size, dynamic_img_size=True, **FEMTO, **extra
-        )
+        model = timm.create_model(name, num_classes=2, img_size=args.train_size, dynamic_img_size=True, **dims, **extra)
+    model.to(device)
     n_params = sum(p.numel() for p in model.parameters())
     train = ArrowPointingDataset(
-        args.steps * args.batch_size, args.train_size, seed=TRAIN_SEED + seed, transform=INPUTS[args.input]
+        args.steps * args.batch_size, args.train_size, TRAIN_SEED + seed, geometry, INPUTS[args.input]
     )
     loader = DataLoader(train, args.batch_size, shuffle=True, generator=torch.Generator().manual_seed(seed))
     optimizer = create_optimizer_v2(model, opt="adamw", lr=args.lr, weight_decay=args.weight_decay)
@@ -104,7 +110,7 @@ def run_one(family: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
         min_lr=args.lr / 100, step_on_epochs=False, updates_per_epoch=1,
     )  # fmt: skip
     start = time.perf_counter()
-    steps = train_one_epoch(model, loader, torch.nn.functional.cross_entropy, optimizer, device=torch.device("cpu"),
+    steps = train_one_epoch(model, loader, torch.nn.functional.cross_entropy, optimizer, device=device,
                             scheduler=scheduler, max_steps=args.steps)  # fmt: skip
     train_s = time.perf_counter() - start
     tenth = max(1, len(steps) // 10)
@@ -117,9 +123,9 @@ def run_one(family: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
     }  # fmt: skip
     for size in args.test_sizes:
         data_seed = TEST_SEED if size == args.train_size else EXT_SEED
-        test = ArrowPointingDataset(args.test_samples, size, seed=data_seed, transform=INPUTS[args.input])
+        test = ArrowPointingDataset(args.test_samples, size, data_seed, geometry, INPUTS[args.input])
         start = time.perf_counter()
-        metrics = evaluate(model, DataLoader(test, args.eval_batch_size), 2, device=torch.device("cpu"))
+        metrics = evaluate(model, DataLoader(test, args.eval_batch_size), 2, device=device)
         result["accuracy"][str(size)] = metrics["accuracy"]
         result[f"eval_s_{size}"] = time.perf_counter() - start
     return result
@@ -188,6 +194,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--test-samples", type=int, default=1024, help="images per test set")
     p.add_argument("--eval-batch-size", type=int, default=128)
     p.add_argument("--threads", type=int, default=1, help="torch threads per run")
+    p.add_argument("--device", default="cpu", help="torch device of every run, e.g. cuda (one run per GPU: --jobs 1)")
+    p.add_argument("--scale", type=float, default=1 / 3, help="task geometry relative to the paper's 192 px images")
+    p.add_argument("--embed-dim", type=int, default=FEMTO["embed_dim"], help="width of every model")
+    p.add_argument("--depth", type=int, default=FEMTO["depth"], help="blocks of every model")
+    p.add_argument("--heads", type=int, default=FEMTO["num_heads"], help="attention / recurrence heads")
+    p.add_argument("--patch-size", type=int, default=FEMTO["patch_size"])
     p.add_argument("--jobs", type=int, default=2, help="runs in parallel")
     p.add_argument("--timeout", type=float, default=1500, help="seconds per run before it is reported as failed")
     p.add_argument("--json", default=None, help="also write every run's result here")
@@ -202,9 +214,21 @@ def main(argv: list[str] | None = None) -> None:
     if args.worker_family is not None:
         _worker_main(argv)
         return
-    for name in ("steps", "batch_size", "test_samples", "jobs", "threads"):
+    for name in ("steps", "batch_size", "test_samples", "jobs", "threads", "embed_dim", "depth", "heads", "patch_size"):
         if getattr(args, name) < 1:
             raise SystemExit(f"--{name.replace('_', '-')} must be >= 1")
+    from recvision.data import ArrowPointingConfig
+
+    try:
+        smallest = ArrowPointingConfig(scale=args.scale).min_image_size()
+    except ValueError as error:
+        raise SystemExit(f"--scale: {error}") from None
+    for size in (args.train_size, *args.test_sizes):
+        if size < smallest or size % args.patch_size:
+            raise SystemExit(
+                f"image size {size} px: must be >= {smallest} (the geometry at --scale {args.scale:.3g}) and a "
+                f"multiple of --patch-size {args.patch_size}"
+            )
     jobs = [(family, seed) for seed in args.seeds for family in args.models]
     print(
         f"APE: {len(args.models)} models x {len(args.seeds)} seeds, {args.steps} steps of {args.batch_size} images at "

@@ -29,6 +29,15 @@ def test_arrow_pointing_benchmark_runs(tmp_path: Path) -> None:
     assert len(table) == 4 and table[2].startswith("| plstm_femto") and table[3].startswith("| vit_tiny_patch16_224")
 
 
-def test_arrow_pointing_benchmark_rejects_bad_budget() -> None:
-    proc = subprocess.run([sys.executable, str(SCRIPT), "--steps", "0"], capture_output=True, text=True, check=False)
-    assert proc.returncode != 0 and "--steps must be >= 1" in proc.stderr
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--steps", "0"], "--steps must be >= 1"),
+        (["--scale", "0"], "--scale: ArrowPointingConfig.scale must be a positive number"),
+        (["--train-size", "60"], "image size 60 px: must be >= 61"),
+        (["--test-sizes", "64", "100"], "image size 100 px"),
+    ],
+)
+def test_arrow_pointing_benchmark_rejects_bad_arguments(argv: list[str], message: str) -> None:
+    proc = subprocess.run([sys.executable, str(SCRIPT), *argv], capture_output=True, text=True, check=False)
+    assert proc.returncode != 0 and message in proc.stderr, proc.stderr[-1000:]
