@@ -6,8 +6,8 @@ import pytest
 import timm
 import torch
 from timm.models import group_parameters
+from timm_api_checks import check_loads_local_weights, check_triton_matches_torch
 
-import recvision
 from recvision.backbones.lightnet import LightNet
 
 
@@ -118,17 +118,7 @@ def test_no_weight_decay_group_matcher_dtype_and_meta():
 
 
 def test_pretrained_from_local_file(tmp_path):
-    from safetensors.torch import save_file
-
-    source = make()
-    save_file(source.state_dict(), str(tmp_path / "lightnet.safetensors"))
-    loaded = timm.create_model(
-        "test_lightnet", pretrained=True, pretrained_cfg_overlay=dict(file=str(tmp_path / "lightnet.safetensors"))
-    )
-    for key, value in source.state_dict().items():
-        torch.testing.assert_close(loaded.state_dict()[key], value, msg=key)
-    with pytest.raises(ValueError, match="pretrained=True needs local weights"):
-        timm.create_model("lightnet_tiny", pretrained=True)
+    check_loads_local_weights("test_lightnet", make(), tmp_path, unreleased="lightnet_tiny")
 
 
 def test_fx_feature_extraction_matches_eager():
@@ -145,15 +135,7 @@ def test_fx_feature_extraction_matches_eager():
 @pytest.mark.parametrize("causal", [False, True])
 def test_triton_path_matches_torch_inside_model(causal, triton_device):
     model = make(causal=causal).to(triton_device)
-    x = torch.randn(1, 3, 32, 32, device=triton_device, requires_grad=True)
-    with recvision.config.backend("torch"):
-        ref = model(x)
-        (ref_grad,) = torch.autograd.grad(ref.square().sum(), x)
-    with recvision.config.backend("triton"):
-        out = model(x)
-        (grad,) = torch.autograd.grad(out.square().sum(), x)
-    torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-4)
-    torch.testing.assert_close(grad, ref_grad, rtol=1e-3, atol=1e-4)
+    check_triton_matches_torch(model, torch.randn(1, 3, 32, 32, device=triton_device))
 
 
 @pytest.mark.slow

@@ -9,8 +9,14 @@ import pytest
 import timm
 import torch
 from timm.models import group_parameters
+from timm_api_checks import (
+    check_all_params_get_grads,
+    check_forward_at_default_size,
+    check_grad_checkpointing_parity,
+    check_loads_local_weights,
+    check_triton_matches_torch,
+)
 
-import recvision
 from recvision.backbones.plstm import PLSTMVision, checkpoint_filter_fn
 from recvision.layers.plstm import PLSTM2D
 
@@ -221,12 +227,7 @@ def test_no_weight_decay_and_group_matcher():
 
 
 def test_backward_all_params_get_grads():
-    model = timm.create_model("test_plstm", num_classes=42, drop_path_rate=0.1)
-    out = model(torch.randn(2, 3, 32, 32))
-    out.mean().backward()
-    assert out.shape[-1] == 42 and not torch.isnan(out).any()
-    missing = [n for n, p in model.named_parameters() if p.grad is None]
-    assert not missing, missing
+    model = check_all_params_get_grads("test_plstm", torch.randn(2, 3, 32, 32))
     # the zero-initialised gate weights must learn: their gradient is not zero
     assert model.blocks[0].plstm.gate_weight.grad.abs().max() > 0
     assert model.blocks[1].plstm.gate_weight.grad.abs().max() > 0
@@ -235,16 +236,7 @@ def test_backward_all_params_get_grads():
 def test_grad_checkpointing_parity():
     model = make()
     x = torch.randn(2, 3, 32, 32)
-    ref = model(x)
-    ref.sum().backward()
-    ref_grads = {n: p.grad.clone() for n, p in model.named_parameters()}
-    model.zero_grad()
-    model.set_grad_checkpointing()
-    out = model(x)
-    out.sum().backward()
-    torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-5)
-    for n, p in model.named_parameters():
-        torch.testing.assert_close(p.grad, ref_grads[n], rtol=1e-4, atol=1e-5, msg=n)
+    check_grad_checkpointing_parity(model, x)
     inter = model.forward_intermediates(x, indices=[1], intermediates_only=True)
     model.set_grad_checkpointing(False)
     torch.testing.assert_close(inter[0], model.forward_intermediates(x, indices=[1], intermediates_only=True)[0])
@@ -351,24 +343,11 @@ def test_factory_kwargs_dtype_and_meta():
 
 
 def test_pretrained_from_local_file_resamples_pos_embed(tmp_path):
-    from safetensors.torch import save_file
-
     source = make()
-    save_file(source.state_dict(), str(tmp_path / "plstm.safetensors"))
-    torch.save(source.state_dict(), tmp_path / "plstm.pth")
-    for name in ("plstm.safetensors", "plstm.pth"):
-        same = timm.create_model(
-            "test_plstm", pretrained=True, pretrained_cfg_overlay=dict(file=str(tmp_path / name), num_classes=1000)
-        )
-        for key, value in source.state_dict().items():
-            torch.testing.assert_close(same.state_dict()[key], value, msg=key)
-    bigger = timm.create_model(
-        "test_plstm", pretrained=True, img_size=48, pretrained_cfg_overlay=dict(file=str(tmp_path / "plstm.pth"))
-    )
+    pth = check_loads_local_weights("test_plstm", source, tmp_path, unreleased="plstm_tiny")
+    bigger = timm.create_model("test_plstm", pretrained=True, img_size=48, pretrained_cfg_overlay=dict(file=str(pth)))
     assert bigger.pos_embed.shape == (1, 6, 6, 64)
     torch.testing.assert_close(bigger.blocks[0].plstm.gate_weight, source.blocks[0].plstm.gate_weight)
-    with pytest.raises(ValueError, match="pretrained=True needs local weights"):
-        timm.create_model("plstm_tiny", pretrained=True)
 
 
 def test_fx_feature_extraction_matches_eager():
@@ -386,11 +365,7 @@ def test_fx_feature_extraction_matches_eager():
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["plstm_femto", "plstm_tiny", "plstm_base"])
 def test_registered_models_forward_at_default_size(name):
-    """timm's test_model_forward: batch 1 at the default input size, finite output."""
-    model = timm.create_model(name, num_classes=10).eval()
-    with torch.inference_mode():
-        out = model(torch.randn(1, *model.pretrained_cfg["input_size"]))
-    assert out.shape == (1, 10) and torch.isfinite(out).all()
+    check_forward_at_default_size(name)
 
 
 @pytest.mark.triton
@@ -399,12 +374,4 @@ def test_triton_path_matches_torch_inside_model(triton_device):
     pytest.importorskip("recvision.ops.plstm2d.triton_chunk", reason="the Triton pLSTM kernel is not available")
     # one P and one D block on a 2 x 3 grid: the interpreter runs every kernel program in Python on CPU
     model = make(depth=2, dynamic_img_size=True).to(triton_device)
-    x = torch.randn(1, 3, 16, 24, device=triton_device, requires_grad=True)
-    with recvision.config.backend("torch"):
-        ref = model(x)
-        (ref_grad,) = torch.autograd.grad(ref.square().sum(), x)
-    with recvision.config.backend("triton"):
-        out = model(x)
-        (grad,) = torch.autograd.grad(out.square().sum(), x)
-    torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-4)
-    torch.testing.assert_close(grad, ref_grad, rtol=1e-3, atol=1e-4)
+    check_triton_matches_torch(model, torch.randn(1, 3, 16, 24, device=triton_device))

@@ -6,6 +6,12 @@ import pytest
 import timm
 import torch
 from timm.models import group_parameters
+from timm_api_checks import (
+    check_all_params_get_grads,
+    check_forward_at_default_size,
+    check_grad_checkpointing_parity,
+    check_loads_local_weights,
+)
 
 import recvision  # noqa: F401  (registers the models)
 from recvision.backbones.vir import VisionRetention
@@ -163,28 +169,12 @@ def test_no_weight_decay_and_group_matcher():
 
 
 def test_backward_all_params_get_grads():
-    model = timm.create_model("test_vir", num_classes=42, drop_path_rate=0.1)
-    out = model(torch.randn(2, 3, 32, 32))
-    out.mean().backward()
-    assert out.shape[-1] == 42 and not torch.isnan(out).any()
-    missing = [n for n, p in model.named_parameters() if p.grad is None]
-    assert not missing, missing
+    check_all_params_get_grads("test_vir", torch.randn(2, 3, 32, 32))
 
 
 @pytest.mark.parametrize("mode", ["parallel", "chunkwise"])
 def test_grad_checkpointing_parity(mode):
-    model = make(retention_mode=mode)
-    x = torch.randn(2, 3, 32, 32)
-    ref = model(x)
-    ref.sum().backward()
-    ref_grads = {n: p.grad.clone() for n, p in model.named_parameters()}
-    model.zero_grad()
-    model.set_grad_checkpointing()
-    out = model(x)
-    out.sum().backward()
-    torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-5)
-    for n, p in model.named_parameters():
-        torch.testing.assert_close(p.grad, ref_grads[n], rtol=1e-4, atol=1e-5, msg=n)
+    check_grad_checkpointing_parity(make(retention_mode=mode), torch.randn(2, 3, 32, 32))
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -260,34 +250,20 @@ def test_factory_kwargs_dtype_and_meta():
 
 
 def test_pretrained_from_local_file_resamples_pos_embed(tmp_path):
-    from safetensors.torch import save_file
-
     source = make()
-    save_file(source.state_dict(), str(tmp_path / "vir.safetensors"))
-    torch.save(source.state_dict(), tmp_path / "vir.pth")
-    for name in ("vir.safetensors", "vir.pth"):
-        same = timm.create_model(
-            "test_vir", pretrained=True, pretrained_cfg_overlay=dict(file=str(tmp_path / name), num_classes=1000)
-        )
-        for key, value in source.state_dict().items():
-            torch.testing.assert_close(same.state_dict()[key], value, msg=key)
+    check_loads_local_weights("test_vir", source, tmp_path, unreleased="vir_tiny")
+    safetensors = tmp_path / "weights.safetensors"
     bigger = timm.create_model(
-        "test_vir", pretrained=True, img_size=48, pretrained_cfg_overlay=dict(file=str(tmp_path / "vir.safetensors"))
+        "test_vir", pretrained=True, img_size=48, pretrained_cfg_overlay=dict(file=str(safetensors))
     )
     assert bigger.pos_embed.shape == (1, 36, 64)
     torch.testing.assert_close(bigger.blocks[0].mlp.fc1.weight, source.blocks[0].mlp.fc1.weight)
-    with pytest.raises(ValueError, match="pretrained=True needs local weights"):
-        timm.create_model("vir_tiny", pretrained=True)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["vir_tiny", "vir_small", "vir_base", "vir_large"])
 def test_registered_models_forward_at_default_size(name):
-    """timm's test_model_forward: batch 1 at the default input size, finite output."""
-    model = timm.create_model(name, num_classes=10).eval()
-    with torch.inference_mode():
-        out = model(torch.randn(1, *model.pretrained_cfg["input_size"]))
-    assert out.shape == (1, 10) and torch.isfinite(out).all()
+    check_forward_at_default_size(name)
 
 
 @pytest.mark.triton
