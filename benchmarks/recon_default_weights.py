@@ -48,6 +48,11 @@ SPLITS: dict[str, tuple[int, list[tuple[str, int, int]]]] = {
     "train_ft": (0, [("ellipses", 10, 8), ("shepp_logan", 9, 8), ("mni", 6, 8), ("epi", 6, 8)]),
 }
 PREFIXES = {"train_ft": "train"}
+# the real-anatomy held-out split: sources no training corpus uses (recon.data.sources.HELDOUT_SOURCES), each written
+# at two noise levels from the same seed, so both levels hold the same objects, coils and noise pattern (scaled)
+REAL_SEED = 500
+REAL_PARTS = [("epi_heldout", 2, 4, (128, 128)), ("abdomen", 1, 2, (128, 128)), ("mr_small", 1, 2, (72, 72))]
+REAL_NOISE = {"low": 0.001, "realistic": 0.02}
 SETTINGS = [(4, 0.08), (8, 0.04)]
 MASK_TYPES = ("equispaced_fraction", "random")
 MODELS = ("cirim", "rim", "recurrentvarnet")
@@ -72,6 +77,37 @@ def make_data(out: Path) -> None:
                 noise_std=0.005,
             )
         print(f"{out / split}: {len(list((out / split).glob('*.h5')))} volumes")
+
+
+def make_real_data(out: Path) -> None:
+    """Write the real-anatomy held-out split: ``out/low`` and ``out/realistic`` (noise 0.1 % and 2 % of the max)."""
+    from recon.data.synthetic import write_synthetic_dataset
+
+    for level, noise in REAL_NOISE.items():
+        for source, volumes, slices, size in REAL_PARTS:
+            write_synthetic_dataset(
+                out / level, volumes, slices, size, COILS, source, REAL_SEED, prefix="real", noise_std=noise
+            )
+        print(f"{out / level}: {len(list((out / level).glob('*.h5')))} volumes")
+
+
+def air_mask(target: torch.Tensor, low_noise_target: torch.Tensor | None = None) -> torch.Tensor:
+    """Pixels of air: far (4 px) from anything above 3 % of the volume maximum in the (low-noise) target.
+
+    Args:
+        target: magnitude volume ``[S, h, w]``.
+        low_noise_target: the same objects at low noise (the held-out split's ``low`` level), to draw the outline
+            from when ``target`` is noisy; default ``target`` itself.
+
+    Returns:
+        bool ``[S, h, w]``.
+    """
+    from scipy import ndimage
+
+    ref = (target if low_noise_target is None else low_noise_target).numpy()
+    smooth = ndimage.gaussian_filter(ref, sigma=(0, 1.5, 1.5))
+    inside = ndimage.binary_dilation(smooth > 0.03 * ref.max(), iterations=4, structure=np.ones((1, 3, 3)))
+    return torch.from_numpy(~inside)
 
 
 def export(run_dir: Path, name: str, command: str, out_dir: Path) -> None:
@@ -158,9 +194,18 @@ def _methods(names: list[str], lams: dict[tuple[str, int], float]) -> dict[str, 
 
 
 def evaluate(
-    folder: Path, methods: dict[str, Any], max_volumes: int | None = None, slice_stride: int = 1
+    folder: Path,
+    methods: dict[str, Any],
+    max_volumes: int | None = None,
+    slice_stride: int = 1,
+    mask_types: tuple[str, ...] = MASK_TYPES,
+    air_from: Path | None = None,
 ) -> dict[str, dict[int, list]]:
-    """``{method: {acceleration: [(ssim, psnr, nmse, seconds) per volume and mask type]}}``."""
+    """``{method: {acceleration: [(ssim, psnr, nmse, seconds, air error) per volume and mask type]}}``.
+
+    The air error is the mean absolute error over :func:`air_mask` relative to the volume maximum (NaN where a
+    volume has no air); ``air_from`` is the folder of the same volumes at low noise, to find the air in.
+    """
     from recon.data.mri_data import list_volume_files, read_volume
     from recon.metrics import nmse, psnr, ssim
     from recon.training.losses import center_crop
@@ -170,26 +215,35 @@ def evaluate(
     for path in files:
         volume = read_volume(path)
         target, kspace = volume.target[::slice_stride], volume.kspace[::slice_stride]
+        low = read_volume(air_from / path.name).target[::slice_stride] if air_from is not None else None
+        air = air_mask(target, low)
         for acc, cf in SETTINGS:
-            for mask_type in MASK_TYPES:
+            for mask_type in mask_types:
                 inputs = [_undersample(path, k, acc, cf, mask_type, s) for s, k in enumerate(kspace)]
                 for name, method in methods.items():
                     start = time.perf_counter()
                     pred = torch.stack([method(k, m, n, acc) for k, m, n in inputs]).float()
                     seconds = (time.perf_counter() - start) / len(inputs)
                     pred = center_crop(pred, tuple(target.shape[-2:]))
-                    scores = (ssim(target, pred), psnr(target, pred), nmse(target, pred), seconds)
+                    air_error = float((pred - target).abs()[air].mean() / target.max()) if air.any() else float("nan")
+                    scores = (ssim(target, pred), psnr(target, pred), nmse(target, pred), seconds, air_error)
                     results[name][acc].append(scores)
         print(f"  {path.name} done", flush=True)
     return results
 
 
-def tune_cs(folder: Path, slice_stride: int) -> dict[tuple[str, int], float]:
+def tune_cs(
+    folder: Path,
+    slice_stride: int,
+    kinds: tuple[str, ...] = ("tv", "wavelet"),
+    mask_types: tuple[str, ...] = MASK_TYPES,
+) -> dict[tuple[str, int], float]:
     """``{(method, acceleration): lambda}`` with the best mean SSIM on every ``slice_stride``-th slice of ``folder``."""
     best = {}
-    for kind, grid in CS_GRID.items():
+    for kind in kinds:
+        grid = CS_GRID[kind]
         methods = {lam: (lambda k, m, n, a, lam=lam, kind=kind: _cs(kind, k, m, n, lam)) for lam in grid}
-        res = evaluate(folder, methods, slice_stride=slice_stride)
+        res = evaluate(folder, methods, slice_stride=slice_stride, mask_types=mask_types)
         for acc, _ in SETTINGS:
             means = {lam: float(np.mean([r[0] for r in res[lam][acc]])) for lam in grid}
             best[(kind, acc)] = max(means, key=means.get)
@@ -197,16 +251,23 @@ def tune_cs(folder: Path, slice_stride: int) -> dict[tuple[str, int], float]:
     return best
 
 
-def table(results: dict[str, dict[int, list]]) -> str:
-    """Markdown table: rows methods, columns SSIM / PSNR / NMSE at each acceleration, plus seconds per slice."""
-    head = "| method | " + " | ".join(f"{a}x SSIM | {a}x PSNR (dB) | {a}x NMSE" for a, _ in SETTINGS)
-    head += " | s / slice |\n|---|" + "---:|" * (3 * len(SETTINGS) + 1) + "\n"
+def table(results: dict[str, dict[int, list]], air: bool = False) -> str:
+    """Markdown table: rows methods, columns SSIM / PSNR / NMSE (and the air error, % of the maximum) at each
+    acceleration, plus seconds per slice."""
+    per_acc = 4 if air else 3
+    air_head = " | {a}x air error (%)" if air else ""
+    head = "| method | " + " | ".join(
+        f"{a}x SSIM | {a}x PSNR (dB) | {a}x NMSE" + air_head.format(a=a) for a, _ in SETTINGS
+    )
+    head += " | s / slice |\n|---|" + "---:|" * (per_acc * len(SETTINGS) + 1) + "\n"
     rows = []
     for name, by_acc in results.items():
         cells = []
         for acc, _ in SETTINGS:
-            arr = np.array(by_acc[acc])
+            arr = np.array(by_acc[acc], dtype=np.float64)
             cells += [f"{arr[:, 0].mean():.4f}", f"{arr[:, 1].mean():.2f}", f"{arr[:, 2].mean():.4f}"]
+            if air:
+                cells.append(f"{100 * np.nanmean(arr[:, 4]):.2f}" if arr.shape[1] > 4 else "-")
         seconds = np.mean([r[3] for acc in by_acc for r in by_acc[acc]])
         rows.append(f"| {name} | " + " | ".join(cells) + f" | {seconds:.2f} |")
     return head + "\n".join(rows)
@@ -217,6 +278,8 @@ def main() -> None:
     sub = parser.add_subparsers(dest="command", required=True)
     p_data = sub.add_parser("data", help="write the train / val / test folders")
     p_data.add_argument("--out", type=Path, default=Path("data/recon_weights"))
+    p_real = sub.add_parser("real-data", help="write the real-anatomy held-out split (low and realistic noise)")
+    p_real.add_argument("--out", type=Path, default=Path("data/recon_real"))
     p_exp = sub.add_parser("export", help="copy a run's last weights into recon/weights/<name>.*")
     p_exp.add_argument("--run", type=Path, required=True)
     p_exp.add_argument("--name", choices=MODELS, required=True)
@@ -232,11 +295,21 @@ def main() -> None:
     p_eval.add_argument("--methods", default=",".join(METHODS), help="comma-separated subset of " + ", ".join(METHODS))
     p_eval.add_argument("--threads", type=int, default=1)
     p_eval.add_argument("--json", type=Path, help="also write the raw per-volume numbers here")
+    p_eval.add_argument(
+        "--mask-types", default=",".join(MASK_TYPES), help="comma-separated mask families (%(default)s)"
+    )
+    p_eval.add_argument(
+        "--air-from", type=Path, help="folder of the same volumes at low noise: report the error in the air region"
+    )
+    p_eval.add_argument("--cs-kinds", default="tv,wavelet", help="CS methods to tune with --tune-cs (%(default)s)")
     p_table = sub.add_parser("table", help="print one table from the --json files of several evaluate runs")
     p_table.add_argument("json_files", type=Path, nargs="+")
     args = parser.parse_args()
     if args.command == "data":
         make_data(args.out)
+        return
+    if args.command == "real-data":
+        make_real_data(args.out)
         return
     if args.command == "export":
         export(args.run, args.name, args.command_line, args.out)
@@ -254,12 +327,16 @@ def main() -> None:
     unknown = sorted(set(names) - set(METHODS))
     if unknown:
         raise SystemExit(f"--methods: unknown {unknown}; choose from {list(METHODS)}")
-    tune = args.tune_cs is not None and ("tv" in names or "wavelet" in names)
-    lams = tune_cs(args.tune_cs, args.tune_stride) if tune else {}
-    results = evaluate(args.data, _methods(names, lams), slice_stride=args.slice_stride)
+    mask_types = tuple(m.strip() for m in args.mask_types.split(",") if m.strip())
+    kinds = tuple(k for k in args.cs_kinds.split(",") if k in names)
+    tune = args.tune_cs is not None and bool(kinds)
+    lams = tune_cs(args.tune_cs, args.tune_stride, kinds, mask_types) if tune else {}
+    results = evaluate(
+        args.data, _methods(names, lams), slice_stride=args.slice_stride, mask_types=mask_types, air_from=args.air_from
+    )
     chosen = {f"{kind} {acc}x": lam for (kind, acc), lam in lams.items()} or "recon.baselines defaults"
     print(f"\nCS lambdas (relative to max |A^H y|): {chosen}\n")
-    print(table(results))
+    print(table(results, air=args.air_from is not None))
     if args.json is not None:
         args.json.write_text(json.dumps({"lambdas": chosen, "results": results}, indent=1))
 

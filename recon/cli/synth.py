@@ -1,8 +1,9 @@
 """``recon synth``: write a synthetic fastMRI-style multi-coil (or single-coil) dataset.
 
 Each volume is simulated by :func:`recon.data.synthetic.write_synthetic_dataset`: magnitude images from a source
-(Shepp-Logan and random-ellipse phantoms; MNI152 / EPI brain anatomy when nilearn / nibabel are installed), a smooth
-phase, birdcage coil maps, complex Gaussian noise, the RSS target and an ISMRMRD header. Files are named
+(Shepp-Logan and random-ellipse phantoms; MNI152 / EPI brain anatomy when nilearn / nibabel are installed; pydicom's
+MR test images; scikit-image's photographs as texture; or "realistic", a mixture drawn per volume), a smooth phase,
+birdcage coil maps, complex Gaussian noise, the RSS target and an ISMRMRD header. Files are named
 ``{prefix}_{source}_{seed}_{i:03d}.h5``; everything is deterministic given ``--seed``.
 """
 
@@ -19,6 +20,7 @@ EXAMPLES = """\
   recon synth data/                                     # 2 volumes x 4 slices, 64 x 48, 4 coils
   recon synth data/ --volumes 8 --slices 16 --size 128 128 --coils 8 --seed 1
   recon synth brains/ --source mni                      # needs nilearn (pip install nilearn)
+  recon synth corpus/ --source realistic --volumes 400 --size 128 128 --coils 4 16 --noise 0 0.03   # training mix
   recon synth test/ --test-layout --acceleration 8 --center-fraction 0.04   # undersampled, with a mask, no target
 """
 
@@ -29,12 +31,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("out_dir", type=Path, help="output folder (created)")
     parser.add_argument("--volumes", type=int, default=2, help="number of files (%(default)s)")
     parser.add_argument("--slices", type=int, default=4, help="slices per file (%(default)s)")
-    parser.add_argument("--coils", type=int, default=4, help="receive coils (%(default)s)")
+    parser.add_argument(
+        "--coils", type=int, nargs="+", default=[4], metavar="N", help="receive coils, or a range LO HI per volume (4)"
+    )
     parser.add_argument("--size", type=int, nargs="+", default=[64, 48], metavar="N", help="k-space H [W] (64 48)")
     parser.add_argument("--recon-size", type=int, nargs=2, metavar="N", help="recon matrix h w (default: --size)")
     parser.add_argument("--source", choices=SOURCES, default="phantom", help="image source (%(default)s)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (%(default)s)")
-    parser.add_argument("--noise", type=float, default=0.005, help="noise std relative to max|x| (%(default)s)")
+    parser.add_argument(
+        "--noise",
+        type=float,
+        nargs="+",
+        default=[0.005],
+        metavar="X",
+        help="noise std relative to max|x|, or a range LO HI drawn log-uniformly per volume (0.005)",
+    )
     parser.add_argument("--singlecoil", action="store_true", help="single-coil files (kspace (slices, H, W))")
     parser.add_argument("--prefix", default="synth", help="file-name prefix (%(default)s)")
     parser.add_argument(
@@ -51,9 +62,12 @@ def run(args: argparse.Namespace) -> int:
     if len(args.size) not in (1, 2) or min(args.size) < 8:
         raise CLIError(f"--size takes H or H W, each >= 8; got {args.size}")
     shape = (args.size[0], args.size[-1])
-    if args.volumes < 1 or args.slices < 1 or args.coils < 1:
+    if args.volumes < 1 or args.slices < 1 or min(args.coils) < 1:
         raise CLIError("--volumes, --slices and --coils must be >= 1")
-    if args.noise < 0:
+    for flag, values in (("--coils", args.coils), ("--noise", args.noise)):
+        if len(values) not in (1, 2) or (len(values) == 2 and values[0] > values[1]):
+            raise CLIError(f"{flag} takes one value or a range LO HI with LO <= HI; got {values}")
+    if min(args.noise) < 0:
         raise CLIError(f"--noise must be >= 0; got {args.noise}")
     mask_func = None
     if args.test_layout:
@@ -67,12 +81,12 @@ def run(args: argparse.Namespace) -> int:
             num_volumes=args.volumes,
             num_slices=args.slices,
             shape=shape,
-            num_coils=args.coils,
+            num_coils=args.coils[0] if len(args.coils) == 1 else tuple(args.coils),
             source=args.source,
             seed=args.seed,
             challenge="singlecoil" if args.singlecoil else "multicoil",
             recon_size=None if args.recon_size is None else tuple(args.recon_size),
-            noise_std=args.noise,
+            noise_std=args.noise[0] if len(args.noise) == 1 else tuple(args.noise),
             mask_func=mask_func,
             include_target=not args.test_layout,
             prefix=args.prefix,

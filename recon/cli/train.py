@@ -58,6 +58,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--log-every", type=int, help="override train.log_every")
     parser.add_argument("--checkpoint-every", type=int, help="override train.checkpoint_every")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument(
+        "--precision", choices=("fp32", "bf16"), help="override train.precision (bf16: bfloat16 autocast, any device)"
+    )
+    parser.add_argument("--workers", type=int, help="override train.num_workers (DataLoader worker processes)")
+    parser.add_argument(
+        "--initial-weights",
+        type=Path,
+        help="start from these weights (.safetensors of the same model and config, e.g. recon/weights/rim.safetensors)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar (also RECON_NO_PROGRESS=1)")
 
 
@@ -90,11 +99,14 @@ def _resolve_config(args: argparse.Namespace) -> Any:
         "val_every": args.val_every,
         "log_every": args.log_every,
         "checkpoint_every": args.checkpoint_every,
+        "precision": args.precision,
+        "num_workers": args.workers,
     }
     overrides = {k: v for k, v in overrides.items() if v is not None}
-    for key in ("max_steps", "val_every", "log_every", "checkpoint_every"):
+    for key in ("max_steps", "val_every", "log_every", "checkpoint_every", "num_workers"):
         if key in overrides and overrides[key] < 0:
-            raise _fail(f"--{key.replace('_', '-')} must be >= 0; got {overrides[key]}")
+            flag = "--workers" if key == "num_workers" else f"--{key.replace('_', '-')}"
+            raise _fail(f"{flag} must be >= 0; got {overrides[key]}")
     config.train = dataclasses.replace(
         config.train,
         **overrides,
@@ -103,6 +115,28 @@ def _resolve_config(args: argparse.Namespace) -> Any:
         progress=not args.no_progress and os.environ.get("RECON_NO_PROGRESS") != "1",
     )
     return config
+
+
+def _initial_model(config: Any, path: Path) -> Any:
+    """The config's model with the weights of ``path`` (safetensors; keys and shapes must match exactly)."""
+    import torch
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    from recon.models import create_model
+
+    torch.manual_seed(config.train.seed)
+    model = create_model(config.model, **config.model_config)
+    try:
+        state = load_file(str(path))
+    except (OSError, SafetensorError) as err:
+        raise _fail(f"{path}: --initial-weights must be a readable .safetensors file ({err})") from None
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as err:
+        first = str(err).strip().splitlines()[0]
+        raise _fail(f"{path}: --initial-weights do not fit the config's {config.model} model: {first}") from None
+    return model
 
 
 def run(args: argparse.Namespace) -> int:
@@ -135,6 +169,9 @@ def run(args: argparse.Namespace) -> int:
     except (FastMRIDataError, ValueError) as err:
         raise _fail(str(err)) from None
 
+    model = None
+    if args.initial_weights is not None and not args.resume:  # checked before the run folder is made
+        model = _initial_model(config, args.initial_weights)
     rank = int(os.environ.get("RANK", "0"))
     log_path = run_dir / LOG_NAME
     if rank == 0:
@@ -161,7 +198,7 @@ def run(args: argparse.Namespace) -> int:
     data = dataclasses.asdict(config.data)
     # `data` twice: top level, and inside train_config where `recon predict --checkpoint` reads the pre-processing
     extra = {"data": data, "train_config": {**dataclasses.asdict(config.train), "data": data}}
-    result = train(config.train, dataset, validate=validate, log=log, checkpoint_extra=extra)
+    result = train(config.train, dataset, model=model, validate=validate, log=log, checkpoint_extra=extra)
     if rank == 0:
         final = result.validations[-1] if result.validations else {}
         summary = ", ".join(f"{k} {v:.4f}" for k, v in final.items() if k != "step")

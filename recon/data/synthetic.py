@@ -2,12 +2,10 @@
 
 No package ships raw multi-coil k-space, so it is simulated. For each volume, per slice:
 
-1. a magnitude image ``m`` from a source, placed in the centre of the ``H x W`` field of view (inside the recon
-   matrix): ``"shepp_logan"`` (scikit-image's Shepp-Logan phantom, scaled like cross-sections of an ellipsoid),
-   ``"ellipses"`` (random smooth-edged 3-D ellipsoids sliced in z, with a smooth multiplicative texture),
-   ``"phantom"`` (alternates the two by volume index), ``"mni"`` (axial slices of nilearn's MNI152 T1 template,
-   needs ``nilearn``) or ``"epi"`` (axial slices of nibabel's bundled ``example4d.nii.gz`` brain EPI, needs
-   ``nibabel``);
+1. a magnitude image ``m`` from a source of :mod:`recon.data.sources`, placed in the centre of the ``H x W``
+   field of view (inside the recon matrix): phantoms, packaged real anatomy (nilearn's MNI152 template, nibabel's
+   example EPI, pydicom's MR test images) or natural-image texture; ``"realistic"`` draws the source of each volume
+   from :data:`recon.data.sources.TRAINING_MIX`;
 2. a smooth random phase ``phi`` (low-order polynomial), giving ``x = m exp(i phi)``;
 3. birdcage-like coil maps ``S_c`` (coils on a ring around the object, magnitude falling off with distance, phase
    turning with the angle), normalised so that ``sum_c |S_c|^2 = 1``;
@@ -19,12 +17,12 @@ No package ships raw multi-coil k-space, so it is simulated. For each volume, pe
 The target is computed as fastMRI's: ``reconstruction_rss = rss(F^-1 y)`` (``reconstruction_esc = |F^-1 y|`` for
 single-coil), centre-cropped to the recon matrix. Attributes ``max`` (volume max of the target), ``norm`` (its
 Euclidean norm), ``acquisition`` and ``patient_id`` are set, and a valid ISMRMRD XML header records the encoded and
-recon matrices and the acquired columns. Everything is deterministic given ``seed``.
+recon matrices and the acquired columns. Coil count and noise level may be ranges, drawn per volume. Everything is
+deterministic given ``seed``.
 """
 
 from __future__ import annotations
 
-import functools
 import math
 import os
 from collections.abc import Sequence
@@ -35,12 +33,10 @@ from typing import TYPE_CHECKING
 import h5py
 import numpy as np
 import torch
-from scipy import ndimage
-from skimage import data as skdata
-from skimage import transform as sktransform
 
 from recon._atomic import atomic_write
 from recon.data.keys import Challenge, FastMRIKey
+from recon.data.sources import SOURCES, pick_source, source_images
 from recon.data.subsample import seed_from_fname
 from recon.ops.fft import fft2c, ifft2c
 
@@ -58,144 +54,7 @@ __all__ = [
     "write_volume",
 ]
 
-SOURCES = ("phantom", "shepp_logan", "ellipses", "mni", "epi")
 _OBJECT_FILL = 0.9  # fraction of the recon matrix the object spans
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Magnitude sources, each -> float64 [S, h, w] in [0, 1]
-
-
-def _fit(image: np.ndarray, box: tuple[int, int], scale: float = 1.0) -> np.ndarray:
-    """Resize ``image`` (aspect kept) to fit ``scale * box`` and centre it in a zero ``box``."""
-    h, w = image.shape
-    factor = scale * min(box[0] / h, box[1] / w)
-    new_h = max(1, min(box[0], round(h * factor)))
-    new_w = max(1, min(box[1], round(w * factor)))
-    small = sktransform.resize(image, (new_h, new_w), order=1, anti_aliasing=True, mode="constant")
-    out = np.zeros(box)
-    top, left = (box[0] - new_h) // 2, (box[1] - new_w) // 2
-    out[top : top + new_h, left : left + new_w] = small
-    return out
-
-
-def _slice_scales(num_slices: int, extent: float = 0.75) -> np.ndarray:
-    """Cross-section scale of an ellipsoid cut at ``num_slices`` evenly spaced heights in ``[-extent, extent]``."""
-    z = np.linspace(-extent, extent, num_slices) if num_slices > 1 else np.zeros(1)
-    return np.sqrt(1.0 - z**2)
-
-
-def _shepp_logan(num_slices: int, box: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
-    base = skdata.shepp_logan_phantom()
-    angle = rng.uniform(-10.0, 10.0)
-    rotated = sktransform.rotate(base, angle, order=1, mode="constant")
-    out = np.clip(np.stack([_fit(rotated, box, s) for s in _slice_scales(num_slices)]), 0.0, None)
-    return out / max(out.max(), 1e-12)  # small boxes blur the thin bright rim: renormalise to [0, 1]
-
-
-def _ellipses(num_slices: int, box: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
-    h, w = box
-    y = np.linspace(-1.0, 1.0, h)[:, None]
-    x = np.linspace(-1.0, 1.0, w)[None, :]
-    z = np.linspace(-0.7, 0.7, num_slices) if num_slices > 1 else np.zeros(1)
-    # (centre yxz, semi-axes yxz, in-plane angle, intensity): a "skull" shell, a "brain" and random blobs
-    shell_axes = np.array([0.95, 0.95 * rng.uniform(0.75, 1.0), 1.0])
-    blobs = [(np.zeros(3), shell_axes, 0.0, 0.9), (np.zeros(3), shell_axes * 0.9, 0.0, -0.6)]
-    for _ in range(rng.integers(5, 10)):
-        centre = np.append(rng.uniform(-0.45, 0.45, 2), rng.uniform(-0.5, 0.5))
-        axes = np.append(rng.uniform(0.06, 0.3, 2), rng.uniform(0.3, 0.9))
-        blobs.append((centre, axes, rng.uniform(0, math.pi), rng.uniform(-0.25, 0.4)))
-    edge = 0.6 / max(h, w)  # smooth edges: the sigmoid's 10-90 % width is about 1.3 pixels
-    volume = np.zeros((len(z), h, w))
-    for s, zs in enumerate(z):
-        for centre, axes, angle, value in blobs:
-            dz = (zs - centre[2]) / axes[2]
-            if abs(dz) >= 1.0:
-                continue
-            shrink = math.sqrt(1.0 - dz**2)
-            cos, sin = math.cos(angle), math.sin(angle)
-            yy, xx = y - centre[0], x - centre[1]
-            u = (cos * yy + sin * xx) / (axes[0] * shrink)
-            v = (-sin * yy + cos * xx) / (axes[1] * shrink)
-            radius = np.sqrt(u**2 + v**2)
-            volume[s] += value / (1.0 + np.exp((radius - 1.0) * min(axes[0], axes[1]) * shrink / edge))
-    texture = ndimage.gaussian_filter(rng.standard_normal(volume.shape), sigma=(1.0, 2.0, 2.0))
-    texture /= texture.std() + 1e-12
-    volume = np.clip(volume, 0.0, None) * (1.0 + 0.12 * texture)
-    return np.clip(volume, 0.0, None) / max(volume.max(), 1e-12)
-
-
-@functools.lru_cache(maxsize=2)
-def _load_mni() -> np.ndarray:
-    try:
-        from nilearn.datasets import load_mni152_template
-    except ImportError as err:
-        raise ImportError("source='mni' needs nilearn (pip install nilearn)") from err
-    # RAS voxel axes (x: left-right, y: posterior-anterior, z: inferior-superior)
-    return np.asarray(load_mni152_template(resolution=1).get_fdata(), dtype=np.float64)
-
-
-@functools.lru_cache(maxsize=2)
-def _load_epi() -> np.ndarray:
-    try:
-        import nibabel
-        from nibabel.testing import data_path
-    except ImportError as err:
-        raise ImportError("source='epi' needs nibabel (pip install nibabel)") from err
-    image = nibabel.load(os.path.join(data_path, "example4d.nii.gz"))
-    return np.asarray(image.get_fdata(), dtype=np.float64)  # (128, 96, 24, 2), LAS
-
-
-def _axial_stack(volume: np.ndarray, num_slices: int, lo: float, hi: float, rng: np.random.Generator) -> np.ndarray:
-    """Axial slices (anterior up) of a 3-D ``(x, y, z)`` volume at ``num_slices`` heights in ``[lo, hi]`` of z."""
-    nz = volume.shape[2]
-    shift = rng.uniform(-0.05, 0.05)
-    heights = np.linspace(lo, hi, num_slices) + shift if num_slices > 1 else np.array([(lo + hi) / 2 + shift])
-    index = np.clip(np.round(heights * (nz - 1)).astype(int), 0, nz - 1)
-    stack = np.stack([np.flipud(volume[:, :, k].T) for k in index])
-    # crop to the bounding box of the head over the whole stack
-    rows = np.flatnonzero(stack.max(axis=(0, 2)) > 0.05 * stack.max())
-    cols = np.flatnonzero(stack.max(axis=(0, 1)) > 0.05 * stack.max())
-    return stack[:, rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
-
-
-def _anatomy(stack: np.ndarray, box: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
-    angle = rng.uniform(-8.0, 8.0)
-    scale = rng.uniform(0.9, 1.0)
-    out = np.stack(
-        [_fit(sktransform.rotate(s, angle, order=1, mode="constant", resize=True), box, scale) for s in stack]
-    )
-    out = np.clip(out, 0.0, None)
-    return out / max(out.max(), 1e-12)
-
-
-def source_images(
-    source: str, num_slices: int, box: tuple[int, int], rng: np.random.Generator, volume_index: int = 0
-) -> np.ndarray:
-    """Magnitude images ``[num_slices, h, w]`` in ``[0, 1]`` from one of :data:`SOURCES`.
-
-    Args:
-        source: ``"phantom"``, ``"shepp_logan"``, ``"ellipses"``, ``"mni"`` or ``"epi"``.
-        num_slices: Number of slices.
-        box: Output size ``(h, w)``; the object is centred and fills it (aspect kept).
-        rng: Random generator (rotations, slice positions, random phantoms).
-        volume_index: Picks the phantom for ``"phantom"`` (even: Shepp-Logan, odd: ellipses) and the EPI frame.
-
-    Raises:
-        ValueError: Unknown source. ImportError: The package a source needs is missing.
-    """
-    if source == "phantom":
-        source = "shepp_logan" if volume_index % 2 == 0 else "ellipses"
-    if source == "shepp_logan":
-        return _shepp_logan(num_slices, box, rng)
-    if source == "ellipses":
-        return _ellipses(num_slices, box, rng)
-    if source == "mni":
-        return _anatomy(_axial_stack(_load_mni(), num_slices, 0.3, 0.65, rng), box, rng)
-    if source == "epi":
-        epi = _load_epi()
-        return _anatomy(_axial_stack(epi[..., volume_index % epi.shape[-1]], num_slices, 0.25, 0.8, rng), box, rng)
-    raise ValueError(f"unknown source {source!r}; expected one of {SOURCES}")
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -456,13 +315,13 @@ def write_synthetic_dataset(
     num_volumes: int = 2,
     num_slices: int = 4,
     shape: tuple[int, int] = (64, 48),
-    num_coils: int = 4,
+    num_coils: int | tuple[int, int] = 4,
     source: str = "phantom",
     seed: int = 0,
     *,
     challenge: str | Challenge = Challenge.MULTICOIL,
     recon_size: tuple[int, int] | None = None,
-    noise_std: float = 0.005,
+    noise_std: float | tuple[float, float] = 0.005,
     padding: tuple[int, int] = (0, 0),
     mask_func: MaskFunc | None = None,
     include_target: bool = True,
@@ -475,15 +334,19 @@ def write_synthetic_dataset(
         num_volumes: Number of files.
         num_slices: Slices per file.
         shape: k-space size ``(H, W)``.
-        num_coils: Coils (multi-coil only).
-        source: One of :data:`SOURCES`; ``"mni"`` needs ``nilearn`` and ``"epi"`` needs ``nibabel``.
-        seed: Seeds everything: volume ``i`` uses ``numpy.random.default_rng([seed, i])``; masks use fastMRI's
+        num_coils: Coils (multi-coil only), or an inclusive range ``(lo, hi)`` drawn uniformly per volume.
+        source: One of :data:`SOURCES`; ``"mni"`` needs ``nilearn``, the ``"epi*"`` sources ``nibabel``,
+            ``"abdomen"`` / ``"mr_small"`` ``pydicom``; ``"realistic"`` draws a source per volume from
+            :data:`recon.data.sources.TRAINING_MIX` (recorded in the file's ``acquisition`` attribute).
+        seed: Seeds everything: volume ``i`` uses ``numpy.random.default_rng([seed, i])`` (the range draws use
+            ``default_rng([seed, i, 1])``, so fixed settings give the same volumes as before); masks use fastMRI's
             per-file seed (:func:`recon.data.subsample.seed_from_fname`).
         challenge: ``"multicoil"`` (``kspace (S, C, H, W)``, ``reconstruction_rss``) or ``"singlecoil"``
             (``kspace (S, H, W)``, ``reconstruction_esc``).
         recon_size: Recon matrix ``(h, w)``; default ``shape``. Use e.g. ``(H // 2, W)`` to mimic readout
             oversampling.
-        noise_std: See :func:`simulate_volume`.
+        noise_std: See :func:`simulate_volume`; or a range ``(lo, hi)``: drawn per volume, log-uniformly between
+            ``max(lo, 1e-4)`` and ``hi``, and exactly ``lo`` for a tenth of the volumes when ``lo == 0``.
         padding: See :func:`simulate_volume`; recorded in the header.
         mask_func: If given, write test-layout files: undersampled ``kspace``, ``mask`` and the ``acceleration``
             (realised, ``W / sum(mask)``) and ``num_low_frequencies`` attributes.
@@ -497,24 +360,31 @@ def write_synthetic_dataset(
         raise ValueError(f"unknown source {source!r}; expected one of {SOURCES}")
     if num_volumes < 1 or num_slices < 1:
         raise ValueError(f"num_volumes and num_slices must be >= 1; got {num_volumes}, {num_slices}")
+    coil_range = _as_range("num_coils", num_coils, int)
+    noise_range = _as_range("noise_std", noise_std, float)
+    if coil_range[0] < 1 or noise_range[0] < 0:
+        raise ValueError(f"num_coils must be >= 1 and noise_std >= 0; got {num_coils}, {noise_std}")
     challenge = Challenge(challenge)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     shape = (int(shape[0]), int(shape[1]))
     recon = shape if recon_size is None else (int(recon_size[0]), int(recon_size[1]))
-    coils = num_coils if challenge == Challenge.MULTICOIL else 1
     paths = []
     for i in range(num_volumes):
+        draw = np.random.default_rng([seed, i, 1])
+        volume_source = pick_source(draw) if source == "realistic" else source
+        coils = int(draw.integers(coil_range[0], coil_range[1] + 1)) if challenge == Challenge.MULTICOIL else 1
+        noise = _draw_noise(noise_range, draw)
         fname = f"{prefix}_{source}_{seed}_{i:03d}.h5"
         volume = simulate_volume(
             num_slices,
             shape,
             coils,
-            source,
+            volume_source,
             np.random.default_rng([seed, i]),
             volume_index=i,
             recon_size=recon,
-            noise_std=noise_std,
+            noise_std=noise,
             padding=padding,
             challenge=challenge,
             mask_func=mask_func,
@@ -522,7 +392,8 @@ def write_synthetic_dataset(
         )
         patient_id = f"synthetic-{seed}-{i:03d}"
         attrs: dict[str, object] = {
-            str(FastMRIKey.ACQUISITION): f"SYNTH_{source.upper()}",
+            str(FastMRIKey.ACQUISITION): f"SYNTH_{volume_source.upper()}",
+            "noise_std": float(noise),
             str(FastMRIKey.MAX): float(volume.target.max()),
             str(FastMRIKey.NORM): float(np.linalg.norm(volume.target)),
             str(FastMRIKey.PATIENT_ID): patient_id,
@@ -533,3 +404,22 @@ def write_synthetic_dataset(
         header = make_ismrmrd_header(shape, recon, padding, coils, num_slices, patient_id)
         paths.append(write_volume(out_dir / fname, volume, header, attrs, challenge, include_target))
     return paths
+
+
+def _as_range(name: str, value: float | Sequence[float], kind: type) -> tuple:
+    """``value`` or ``(lo, hi)`` -> ``(lo, hi)`` of ``kind``; ValueError naming ``name`` otherwise."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return kind(value), kind(value)
+    if isinstance(value, Sequence) and len(value) == 2 and value[0] <= value[1]:
+        return kind(value[0]), kind(value[1])
+    raise ValueError(f"{name} must be a number or a range (lo, hi) with lo <= hi; got {value!r}")
+
+
+def _draw_noise(noise_range: tuple[float, float], rng: np.random.Generator) -> float:
+    lo, hi = noise_range
+    if lo == hi:
+        return lo
+    if lo == 0.0 and rng.random() < 0.1:
+        return 0.0
+    lo = max(lo, 1e-4)
+    return float(math.exp(rng.uniform(math.log(lo), math.log(max(hi, lo)))))

@@ -36,7 +36,10 @@ def complex_to_channels(x: torch.Tensor) -> torch.Tensor:
 
 
 def channels_to_complex(x: torch.Tensor) -> torch.Tensor:
-    """Real ``[B, 2, H, W]`` -> complex ``[B, H, W]``."""
+    """Real ``[B, 2, H, W]`` -> complex ``[B, H, W]`` (complex64 for low-precision input, e.g. a bf16 conv output
+    under autocast: FFTs and data consistency stay in full precision)."""
+    if x.dtype in (torch.bfloat16, torch.float16):
+        x = x.float()
     return torch.complex(x[:, 0], x[:, 1])
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 import zlib
-from collections import defaultdict
+from collections import OrderedDict, defaultdict
 from collections.abc import Callable
 from typing import Any
 
@@ -43,7 +43,11 @@ __all__ = ["SliceMaskDataset", "make_validator", "prepare_inputs", "reconstruct"
 
 
 def prepare_inputs(
-    masked_kspace: torch.Tensor, mask: torch.Tensor, num_low_frequencies: int | None, data: DataConfig
+    masked_kspace: torch.Tensor,
+    mask: torch.Tensor,
+    num_low_frequencies: int | None,
+    data: DataConfig,
+    sens_maps: torch.Tensor | None = None,
 ) -> dict[str, Any]:
     """Model inputs for one undersampled multi-coil slice.
 
@@ -52,6 +56,8 @@ def prepare_inputs(
         mask: line mask broadcastable to it (``[1, 1, W]`` or ``[W]``).
         num_low_frequencies: width of the fully sampled centre; ``None`` reads it off the mask.
         data: the data settings (coil-map method, scaling).
+        sens_maps: coil maps ``[C, H, W]`` already estimated from this k-space's centre (e.g. cached); None
+            estimates them.
 
     Returns:
         ``{"masked_kspace": y / scale [C, H, W], "mask": [1, 1, W], "sens_maps": [C, H, W], "scale": float}``.
@@ -69,9 +75,10 @@ def prepare_inputs(
         num_low_frequencies = num_low_frequencies_from_mask(mask)
     if num_low_frequencies < 1:
         raise ValueError("the mask has no fully sampled centre, so coil maps cannot be estimated")
-    sens = estimate_sens_maps(masked_kspace, int(num_low_frequencies), method=data.sens_method)
+    if sens_maps is None:
+        sens_maps = estimate_sens_maps(masked_kspace, int(num_low_frequencies), method=data.sens_method)
     scale = KspaceNormalize(mode=data.normalize).compute_scale(masked_kspace)
-    return {"masked_kspace": masked_kspace / scale, "mask": mask, "sens_maps": sens, "scale": scale}
+    return {"masked_kspace": masked_kspace / scale, "mask": mask, "sens_maps": sens_maps, "scale": scale}
 
 
 def reconstruct(
@@ -128,13 +135,24 @@ class SliceMaskDataset(torch.utils.data.Dataset):
         data: the data settings.
         seed: seed of the training masks.
         train: random masks per epoch (``True``) or fixed validation masks (``False``).
+        sens_cache_bytes: memory for coil maps kept between epochs (least recently used dropped first; 0: none).
+            The maps depend only on the slice and the width of the fully sampled centre (they are estimated from
+            the centre columns alone), so each is computed once per slice and centre width. Each DataLoader worker
+            holds its own cache.
 
     Raises:
         ValueError: for an empty folder; :class:`~recon.data.mri_data.FastMRIDataError` (naming the file) for an
             invalid file, a file without target, or an already undersampled file.
     """
 
-    def __init__(self, root: str | os.PathLike, data: DataConfig, seed: int = 0, train: bool = True) -> None:
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        data: DataConfig,
+        seed: int = 0,
+        train: bool = True,
+        sens_cache_bytes: int = 1 << 30,
+    ) -> None:
         self.slices = SliceDataset(root, challenge=data.challenge)
         if len(self.slices) == 0:
             raise ValueError(f"{root}: no .h5 / .hdf5 files with slices found")
@@ -147,6 +165,9 @@ class SliceMaskDataset(torch.utils.data.Dataset):
         self.seed = seed
         self.train = train
         self.epoch = 0
+        self.sens_cache_bytes = int(sens_cache_bytes)
+        self._sens_cache: OrderedDict[tuple[int, int], torch.Tensor] = OrderedDict()
+        self._sens_cache_used = 0
         self.mask_funcs: list[MaskFunc] = [
             create_mask_for_mask_type(t, data.center_fractions, data.accelerations) for t in data.mask_types
         ]
@@ -164,13 +185,31 @@ class SliceMaskDataset(torch.utils.data.Dataset):
             return int(rng.integers(len(self.mask_funcs))), int(rng.integers(2**31 - 1))
         return _stable_index(f"{fname}/{slice_num}", len(self.mask_funcs)), (*seed_from_fname(fname), slice_num)
 
+    def _cached_sens(self, index: int, masked: torch.Tensor, num_low: int) -> torch.Tensor | None:
+        if self.sens_cache_bytes <= 0 or num_low < 1:
+            return None  # prepare_inputs estimates (or refuses a mask without a centre)
+        key = (index, int(num_low))
+        sens = self._sens_cache.get(key)
+        if sens is not None:
+            self._sens_cache.move_to_end(key)
+            return sens
+        sens = estimate_sens_maps(masked, int(num_low), method=self.data.sens_method)
+        size = sens.numel() * sens.element_size()
+        if size <= self.sens_cache_bytes:
+            while self._sens_cache_used + size > self.sens_cache_bytes:
+                _, old = self._sens_cache.popitem(last=False)
+                self._sens_cache_used -= old.numel() * old.element_size()
+            self._sens_cache[key] = sens
+            self._sens_cache_used += size
+        return sens
+
     def __getitem__(self, index: int) -> dict[str, Any]:
         sample = self.slices[index]
         kind, mask_seed = self._mask_choice(index, sample.fname, sample.slice_num)
         mask_func = self.mask_funcs[kind]
         padding = (int(sample.attrs["padding_left"]), int(sample.attrs["padding_right"]))
         masked, mask, num_low = apply_mask(sample.kspace, mask_func, seed=mask_seed, padding=padding)
-        item = prepare_inputs(masked, mask, num_low, self.data)
+        item = prepare_inputs(masked, mask, num_low, self.data, self._cached_sens(index, masked, num_low))
         target = sample.target
         if self.data.crop is not None:
             target = center_crop(target, tuple(self.data.crop))

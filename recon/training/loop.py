@@ -1,16 +1,23 @@
-"""The training loop: AdamW, warm-up + cosine LR, gradient clipping, AMP on CUDA, checkpoints and DDP.
+"""The training loop: AdamW, warm-up + cosine LR, gradient clipping, bf16 autocast, a DataLoader, checkpoints, DDP.
 
 Data order is a function of ``(seed, epoch)`` only (a seeded permutation per epoch, sharded by rank under DDP), so
 a resumed run sees exactly the batches an uninterrupted run would, and two runs with the same seed on the CPU give
-identical weights. Under ``torchrun`` (``WORLD_SIZE > 1``) the process group is initialised (gloo on the CPU, nccl
-on CUDA) unless it already is, the model is wrapped in :class:`~torch.nn.parallel.DistributedDataParallel`, each
-rank trains on its shard and the gradients are averaged; only rank 0 writes checkpoints.
+identical weights, with any number of DataLoader workers (a batch sampler yields ``(epoch, index)`` pairs and the
+dataset is told the epoch inside the worker that reads the item). Under ``torchrun`` (``WORLD_SIZE > 1``) the
+process group is initialised (gloo on the CPU, nccl on CUDA) unless it already is, the model is wrapped in
+:class:`~torch.nn.parallel.DistributedDataParallel`, each rank trains on its shard and the gradients are averaged;
+only rank 0 writes checkpoints.
 
 Dataset items are mappings with keys ``masked_kspace`` ``[C, H, W]`` complex, ``mask`` (broadcastable to
 ``[1, 1|H, W]``), ``sens_maps`` ``[C, H, W]`` complex and ``target`` ``[h, w]`` (magnitude or complex; ``h, w <= H, W``:
 predictions are centre-cropped to it), or tuples in that order. An optional validation hook runs on rank 0 every
 ``val_every`` steps and after the last one (:func:`recon.training.data.make_validator`: fastMRI SSIM / PSNR / NMSE
 per volume); a tqdm bar shows progress on rank 0 with ``progress=True``.
+
+Speed on the CPU: ``precision="bf16"`` runs the forward under ``torch.autocast`` with bfloat16 (the convolutions and
+recurrent cells in bf16 on CPUs with native bf16; the models keep FFTs, coil operators and data consistency in
+complex64, see :func:`recon.models._common.channels_to_complex`), and ``channels_last`` stores the conv weights in
+NHWC, the layout oneDNN's fast convolution kernels want. Parameters, gradients and optimizer state stay fp32.
 """
 
 from __future__ import annotations
@@ -32,9 +39,10 @@ from tqdm.auto import tqdm
 from recon.training.checkpoint import load_checkpoint, save_checkpoint
 from recon.training.losses import center_crop, weighted_prediction_loss
 
-__all__ = ["TrainConfig", "TrainResult", "build_scheduler", "train"]
+__all__ = ["PRECISIONS", "TrainConfig", "TrainResult", "build_scheduler", "make_loader", "train"]
 
 KEYS = ("masked_kspace", "mask", "sens_maps", "target")
+PRECISIONS = ("fp32", "bf16")
 
 
 @dataclass
@@ -55,10 +63,13 @@ class TrainConfig:
         grad_clip: max global gradient norm (``None`` or ``<= 0``: no clipping).
         ssim_weight: weight of ``1 - SSIM`` in the loss.
         l1_weight: weight of L1 in the loss.
-        amp: mixed precision (bfloat16 autocast) when training on CUDA; always off on the CPU.
+        amp: mixed precision (bfloat16 autocast) when training on CUDA (``precision`` sets it on any device).
+        precision: ``"fp32"`` or ``"bf16"`` (bfloat16 autocast on any device, fp32 master weights).
+        channels_last: keep the model's conv weights in channels-last (NHWC) memory format.
         seed: seed of the initialisation and the data order.
         device: ``"cpu"``, ``"cuda"``, ...; ``None`` picks CUDA when available (``cuda:LOCAL_RANK`` under DDP).
-        num_workers: DataLoader workers.
+        num_workers: DataLoader worker processes (0: items are read in the training process).
+        prefetch_factor: batches each worker reads ahead (with ``num_workers > 0``).
         checkpoint_dir: where checkpoints go (``step-XXXXXXXX`` folders and ``last``); ``None``: none written.
         checkpoint_every: save every this many steps (and at the end); 0: only at the end.
         resume: checkpoint folder to resume from (``"last"`` resolves to ``checkpoint_dir/last`` if it exists).
@@ -81,9 +92,12 @@ class TrainConfig:
     ssim_weight: float = 1.0
     l1_weight: float = 1.0
     amp: bool = True
+    precision: str = "fp32"
+    channels_last: bool = True
     seed: int = 0
     device: str | None = None
     num_workers: int = 0
+    prefetch_factor: int = 2
     checkpoint_dir: str | None = None
     checkpoint_every: int = 0
     resume: str | None = None
@@ -96,6 +110,10 @@ class TrainConfig:
             raise ValueError("max_steps and warmup_steps must be >= 0 and batch_size >= 1")
         if self.log_every < 0 or self.val_every < 0 or self.checkpoint_every < 0:
             raise ValueError("log_every, val_every and checkpoint_every must be >= 0")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {list(PRECISIONS)}; got {self.precision!r}")
+        if self.num_workers < 0 or self.prefetch_factor < 1:
+            raise ValueError("num_workers must be >= 0 and prefetch_factor >= 1")
         if self.schedule not in ("cosine", "constant"):
             raise ValueError(f"schedule must be 'cosine' or 'constant'; got {self.schedule!r}")
         self.betas = tuple(self.betas)
@@ -185,6 +203,59 @@ def _batches(n: int, step: int, config: TrainConfig, rank: int, world: int) -> t
     return epoch, shard[within * config.batch_size : (within + 1) * config.batch_size].tolist()
 
 
+class _StepBatches(torch.utils.data.Sampler):
+    """Yields, for each step in ``[start, stop)``, this rank's batch as ``(epoch, index)`` pairs (:func:`_batches`)."""
+
+    def __init__(self, n: int, start: int, stop: int, config: TrainConfig, rank: int, world: int) -> None:
+        self.n, self.start, self.stop, self.config, self.rank, self.world = n, start, stop, config, rank, world
+
+    def __len__(self) -> int:
+        return max(0, self.stop - self.start)
+
+    def __iter__(self):  # noqa: ANN204 - an iterator of lists of pairs
+        for step in range(self.start, self.stop):
+            epoch, indices = _batches(self.n, step, self.config, self.rank, self.world)
+            yield [(epoch, i) for i in indices]
+
+
+class _EpochItems(torch.utils.data.Dataset):
+    """``dataset[(epoch, index)]``: tells the dataset the epoch (``set_epoch``, if it has one), then reads the item.
+
+    Runs in the process that reads the item, so DataLoader workers (each with its own copy of the dataset) draw the
+    same per-epoch masks as the training process would.
+    """
+
+    def __init__(self, dataset: Any) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key: tuple[int, int]) -> Any:
+        epoch, index = key
+        set_epoch = getattr(self.dataset, "set_epoch", None)
+        if callable(set_epoch):
+            set_epoch(epoch)
+        return self.dataset[index]
+
+
+def make_loader(dataset: Any, config: TrainConfig, start: int = 0, rank: int = 0, world: int = 1):  # noqa: ANN201
+    """The DataLoader of steps ``start .. config.max_steps``: collated ``(masked_kspace, mask, sens_maps, target)``.
+
+    Batches depend only on ``(config.seed, step)`` (and the rank), never on the number of workers.
+    """
+    sampler = _StepBatches(len(dataset), start, config.max_steps, config, rank, world)
+    workers = config.num_workers
+    return torch.utils.data.DataLoader(
+        _EpochItems(dataset),
+        batch_sampler=sampler,
+        num_workers=workers,
+        collate_fn=_collate,
+        prefetch_factor=config.prefetch_factor if workers > 0 else None,
+        persistent_workers=False,
+    )
+
+
 def _default_log(record: dict[str, Any]) -> None:
     text = " ".join(f"{k} {v:.6g}" if isinstance(v, float) else f"{k} {v}" for k, v in record.items())
     tqdm.write(text)
@@ -230,6 +301,8 @@ def train(
     if model is None:
         model = create_model(config.model, **config.model_config)
     model = model.to(device)
+    if config.channels_last:
+        model = model.to(memory_format=torch.channels_last)
     net: nn.Module = _Predictions(model)
     if distributed:
         net = nn.parallel.DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
@@ -237,8 +310,10 @@ def train(
         model.parameters(), lr=config.lr, betas=config.betas, weight_decay=config.weight_decay
     )
     scheduler = build_scheduler(optimizer, config)
-    use_amp = config.amp and device.type == "cuda"
-    autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if use_amp else (lambda: contextlib.nullcontext())
+    use_amp = config.precision == "bf16" or (config.amp and device.type == "cuda")
+    autocast = (
+        (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if use_amp else (lambda: contextlib.nullcontext())
+    )
     log = log or _default_log
 
     step = 0
@@ -275,13 +350,9 @@ def train(
 
     losses: list[float] = []
     bar = tqdm(total=config.max_steps, initial=step, desc="train", disable=not (config.progress and rank == 0))
-    set_epoch = getattr(dataset, "set_epoch", None)
     model.train()
-    while step < config.max_steps:
-        epoch, indices = _batches(len(dataset), step, config, rank, world)
-        if callable(set_epoch):
-            set_epoch(epoch)
-        kspace, mask, sens, target = (t.to(device) for t in _collate([dataset[i] for i in indices]))
+    for batch in make_loader(dataset, config, step, rank, world):
+        kspace, mask, sens, target = (t.to(device) for t in batch)
         optimizer.zero_grad(set_to_none=True)
         with autocast():
             predictions = net(kspace, mask, sens)

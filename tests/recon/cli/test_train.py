@@ -128,3 +128,56 @@ def test_train_under_torchrun_two_ranks(tmp_path: Path, tiny_data: Path, torchru
     assert [r["step"] for r in records if "loss" in r] == [1, 2]
     assert [r["step"] for r in records if "val_ssim" in r] == [2]
     assert load_model(run / "last")[1]["step"] == 2
+
+
+def test_train_speed_options_and_initial_weights(
+    tmp_path: Path, tiny_data: Path, run_cli: Callable[..., tuple[int, str, str]]
+) -> None:
+    """--precision bf16 and --workers reach the training settings; --initial-weights starts from given weights."""
+    from safetensors.torch import save_file
+
+    from recon.models import create_model
+
+    config = tmp_path / "rim.yaml"
+    config.write_text(CONFIG)
+    torch.manual_seed(123)
+    start = create_model("rim", num_steps=2, hidden_channels=4, cell="indrnn")
+    weights = tmp_path / "start.safetensors"
+    save_file({k: v.contiguous() for k, v in start.state_dict().items()}, str(weights))
+    run = tmp_path / "run"
+    args = ["train", "--config", config, "--data", tiny_data, "--out", run, "--threads", 1, "--max-steps", 0]
+    code, _, err = run_cli(*args, "--precision", "bf16", "--workers", 2, "--initial-weights", weights)
+    assert code == 0, err
+    resolved = load_config(run / "config.yaml")
+    assert resolved.train.precision == "bf16" and resolved.train.num_workers == 2
+    model, _ = load_model(run / "last")  # zero steps: the saved weights are the initial ones
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in start.state_dict().items())
+    # two steps with workers and bf16 run and change the weights
+    code, _, err = run_cli("train", "--data", tiny_data, "--out", run, "--resume", "--max-steps", 2, "--threads", 1)
+    assert code == 0, err
+    trained, _ = load_model(run / "last")
+    assert not all(torch.equal(v, trained.state_dict()[k]) for k, v in start.state_dict().items())
+
+
+@pytest.mark.parametrize(
+    ("make", "needle"),
+    [
+        (lambda p: p.write_text("not safetensors"), "--initial-weights must be a readable .safetensors"),
+        (
+            lambda p: __import__("safetensors.torch").torch.save_file({"x": torch.zeros(1)}, str(p)),
+            "--initial-weights do not fit the config's rim model",
+        ),
+    ],
+)
+def test_bad_initial_weights_are_one_line_errors(
+    tmp_path: Path, tiny_data: Path, run_cli: Callable[..., tuple[int, str, str]], make, needle: str
+) -> None:
+    config, weights = tmp_path / "rim.yaml", tmp_path / "w.safetensors"
+    config.write_text(CONFIG)
+    make(weights)
+    code, _, err = run_cli(
+        "train", "--config", config, "--data", tiny_data, "--out", tmp_path / "run", "--initial-weights", weights
+    )
+    assert code != 0 and needle in err and str(weights) in err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "run").exists()  # nothing written

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from recon.data import synthetic
+from recon.data import sources
 from recon.data.mri_data import read_volume, read_volume_info
 from recon.data.synthetic import (
     birdcage_maps,
@@ -130,12 +130,76 @@ def test_packaged_anatomy(tmp_path: Path, source: str, package: str) -> None:
     assert target[:, 15:25, 12:20].mean() > 5 * target[:, :4, :4].mean()
 
 
-@pytest.mark.parametrize(("source", "package"), [("epi", "nibabel"), ("mni", "nilearn.datasets")])
+@pytest.mark.parametrize(
+    ("source", "package"), [("epi", "nibabel"), ("mni", "nilearn.datasets"), ("abdomen", "pydicom")]
+)
 def test_missing_optional_package_is_a_clear_error(monkeypatch: pytest.MonkeyPatch, source: str, package: str) -> None:
     monkeypatch.setitem(sys.modules, package, None)  # makes `import package` raise ImportError
-    synthetic._load_epi.cache_clear()
-    synthetic._load_mni.cache_clear()
+    loaders = (sources._load_epi, sources._load_mni, sources._load_dicom)
+    for loader in loaders:
+        loader.cache_clear()
     with pytest.raises(ImportError, match=rf"source='{source}' needs .*pip install"):
         source_images(source, 1, (8, 8), np.random.default_rng(0))
-    synthetic._load_epi.cache_clear()
-    synthetic._load_mni.cache_clear()
+    for loader in loaders:
+        loader.cache_clear()
+
+
+def test_epi_training_and_heldout_slabs_are_disjoint() -> None:
+    """The realistic corpus trains on slices of nibabel's EPI that the held-out split never uses, whatever the draw."""
+    pytest.importorskip("nibabel")
+    nz = sources._load_epi().shape[2]
+    seen = {}
+    for name in ("epi_train", "epi_heldout"):
+        lo, hi = sources._EPI_SLABS[name]
+        # _axial_stack jitters the heights by up to 0.05 either way
+        seen[name] = set(np.round(np.clip(np.array([lo - 0.05, hi + 0.05]), 0, 1) * (nz - 1)).astype(int))
+        seen[name] = set(range(min(seen[name]), max(seen[name]) + 1))
+    assert seen["epi_train"].isdisjoint(seen["epi_heldout"])
+    assert not set(sources.HELDOUT_SOURCES) & {name for name, _ in sources.TRAINING_MIX}
+
+
+def test_natural_source_has_air_around_textured_object() -> None:
+    images = source_images("natural", 3, (64, 64), np.random.default_rng(1), volume_index=2)
+    assert images.shape == (3, 64, 64) and images.min() >= 0 and images.max() == pytest.approx(1.0)
+    corners = np.concatenate([images[:, :4, :4].ravel(), images[:, -4:, -4:].ravel()])
+    assert corners.max() < 0.02  # air
+    centre = images[:, 24:40, 24:40]
+    assert centre.mean() > 0.1 and centre.std() > 0.02  # textured, not flat
+    assert not np.allclose(images[0], images[1])  # slices are different crops
+
+
+def test_dicom_sources_are_real_images() -> None:
+    pytest.importorskip("pydicom")
+    for name in ("abdomen", "mr_small"):
+        images = source_images(name, 2, (48, 40), np.random.default_rng(0))
+        assert images.shape == (2, 48, 40) and np.isfinite(images).all() and images.max() == pytest.approx(1.0)
+        assert np.allclose(images[1], images[1][:, ::-1]) is False  # the mirrored slice is not symmetric
+
+
+def test_realistic_corpus_draws_sources_coils_and_noise(tmp_path: Path) -> None:
+    pytest.importorskip("nibabel")
+    pytest.importorskip("nilearn")
+    paths = write_synthetic_dataset(
+        tmp_path, 8, 1, shape=(32, 32), num_coils=(4, 16), source="realistic", seed=5, noise_std=(0.0, 0.03)
+    )
+    coils, noises, kinds = set(), set(), set()
+    for path in paths:
+        with h5py.File(path) as hf:
+            coils.add(hf["kspace"].shape[1])
+            noises.add(float(hf.attrs["noise_std"]))
+            kinds.add(str(hf.attrs["acquisition"]))
+            assert hf["reconstruction_rss"].shape == (1, 32, 32)
+    assert len(coils) > 1 and all(4 <= c <= 16 for c in coils)
+    assert len(noises) > 1 and all(0.0 <= n <= 0.03 for n in noises)
+    assert len(kinds) > 1 and all(k.split("_", 1)[1].lower() in dict(sources.TRAINING_MIX) for k in kinds)
+    again = write_synthetic_dataset(
+        tmp_path / "again", 8, 1, shape=(32, 32), num_coils=(4, 16), source="realistic", seed=5, noise_std=(0.0, 0.03)
+    )
+    for a, b in zip(paths, again, strict=True):
+        assert np.array_equal(read_volume(a).kspace, read_volume(b).kspace)
+
+
+@pytest.mark.parametrize(("arg", "value"), [("num_coils", (5, 3)), ("noise_std", (-0.1, 0.1)), ("num_coils", 0)])
+def test_bad_ranges_are_clear_errors(tmp_path: Path, arg: str, value: object) -> None:
+    with pytest.raises(ValueError, match=arg):
+        write_synthetic_dataset(tmp_path, 1, 1, shape=(16, 16), **{arg: value})

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -72,3 +73,59 @@ def test_grad_clip_and_bad_items():
         train(_config(max_steps=1), [{"masked_kspace": torch.zeros(1)}])
     with pytest.raises(ValueError):
         train(_config(max_steps=1, batch_size=4), tiny_dataset(n=2))
+
+
+class _EpochAware(torch.utils.data.Dataset):
+    """Items that depend on the epoch the loop announces (as SliceMaskDataset's per-epoch masks do)."""
+
+    def __init__(self, items):
+        self.items, self.epoch = items, 0
+
+    def __len__(self):
+        return len(self.items)
+
+    def set_epoch(self, epoch):
+        self.epoch = epoch
+
+    def __getitem__(self, i):
+        item = dict(self.items[i])
+        item["target"] = item["target"] * (1.0 + 0.1 * self.epoch)
+        return item
+
+
+def test_dataloader_workers_give_the_same_weights():
+    """Workers read items in other processes; the batches (and the epochs the items see) must not change."""
+    data = _EpochAware(tiny_dataset(n=3))
+    ref = train(_config(max_steps=7, batch_size=2, num_workers=0), data)
+    par = train(_config(max_steps=7, batch_size=2, num_workers=2, prefetch_factor=1), data)
+    assert par.losses == ref.losses
+    sd = ref.model.state_dict()
+    assert all(torch.equal(sd[k], v) for k, v in par.model.state_dict().items())
+
+
+def test_bf16_autocast_trains_on_cpu():
+    data = tiny_dataset(n=1)
+    config = _config(model="cirim", model_config=TINY["cirim"], max_steps=25, lr=5e-3, schedule="constant")
+    fp32 = train(config, data)
+    bf16 = train(dataclasses.replace(config, precision="bf16"), data)
+    assert all(torch.isfinite(torch.tensor(bf16.losses)))
+    assert bf16.losses[-1] < 0.8 * bf16.losses[0]
+    # the first step (same initial weights) agrees with fp32 to bf16 precision
+    assert bf16.losses[0] == pytest.approx(fp32.losses[0], rel=2e-2)
+    assert bf16.losses[0] != fp32.losses[0]  # autocast did run in bf16
+    assert all(p.dtype == torch.float32 for p in bf16.model.parameters())  # fp32 master weights
+
+
+def test_channels_last_same_function_as_contiguous():
+    data = tiny_dataset(n=2)
+    a = train(_config(max_steps=3, channels_last=False), data)
+    b = train(_config(max_steps=3, channels_last=True), data)
+    assert a.losses == pytest.approx(b.losses, rel=1e-4)
+    conv = next(m for m in b.model.modules() if isinstance(m, torch.nn.Conv2d))
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+
+
+@pytest.mark.parametrize(("field", "value"), [("precision", "fp16"), ("num_workers", -1), ("prefetch_factor", 0)])
+def test_bad_speed_settings(field, value):
+    with pytest.raises(ValueError, match=field):
+        TrainConfig(**{field: value})
