@@ -1,13 +1,15 @@
 """``recon demo``: the whole pipeline on a small synthetic dataset, offline, in a few minutes on two CPU cores.
 
-1. ``recon synth``: fully sampled multi-coil volumes (held-out seed: not the data the default weights were
-   trained on) into ``OUT/data``;
+1. ``recon synth``: fully sampled multi-coil volumes of phantoms (held-out seed: not the data the default
+   weights were trained on) into ``OUT/data``, and one volume of real anatomy the weights never saw (``--real-source``,
+   default the held-out slab of nibabel's example brain EPI) into ``OUT/data_real``;
 2. ``recon predict`` at 4x (centre fraction 0.08) and 8x (0.04) with equispaced masks, for the classical
    baselines (zero-filled RSS, compressed-sensing SENSE) and the shipped default CIRIM, RIM and RecurrentVarNet
-   weights, into ``OUT/predictions/<acc>x/<method>``;
-3. ``recon evaluate`` of each against the targets (fastMRI SSIM / PSNR / NMSE): a printed table and
-   ``OUT/metrics.csv`` (per volume and mean);
-4. ``recon figure``: ``OUT/figures/demo_<acc>x.png``, the middle slice of the first volume for every method.
+   weights, into ``OUT/predictions/<acc>x/<method>`` (``OUT/predictions_real/...`` for the real volume);
+3. ``recon evaluate`` of each against the targets (fastMRI SSIM / PSNR / NMSE): a printed table per data set and
+   ``OUT/metrics.csv`` (per volume and mean, with a ``data`` column);
+4. ``recon figure``: ``OUT/figures/demo_<acc>x.png`` (phantom) and ``demo_<acc>x_real.png`` (real anatomy), the
+   middle slice of the first volume for every method.
 
 Methods whose weights are not installed are skipped with a note. Everything is deterministic given ``--seed``.
 """
@@ -35,6 +37,7 @@ PREFIX = "demo"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from recon.data.sources import HELDOUT_SOURCES
     from recon.data.synthetic import SOURCES
     from recon.inference import BASELINES, CS_METHODS, MODEL_NAMES
 
@@ -44,6 +47,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--size", type=int, default=128, help="k-space size N x N (%(default)s, as trained)")
     parser.add_argument("--coils", type=int, default=8, help="coils (%(default)s, as trained)")
     parser.add_argument("--source", choices=SOURCES, default="phantom", help="image source (%(default)s)")
+    parser.add_argument(
+        "--real-source",
+        choices=(*HELDOUT_SOURCES, "none"),
+        default=HELDOUT_SOURCES[0],
+        help="one held-out real-anatomy volume beside the phantoms (%(default)s; none: skip it)",
+    )
     parser.add_argument("--seed", type=int, default=2026, help="data and mask seed (%(default)s)")
     parser.add_argument(
         "--methods",
@@ -88,6 +97,7 @@ def _load_methods(names: list[str]) -> dict[str, tuple[object, object]]:
 
 
 def _figure(data_dir: Path, pred_root: Path, methods: list[str], path: Path, accel: int) -> None:
+    """The middle slice of the first volume of ``data_dir`` for every method."""
     from recon.cli.evaluate import read_image_volume
     from recon.figures import comparison_figure
 
@@ -99,37 +109,28 @@ def _figure(data_dir: Path, pred_root: Path, methods: list[str], path: Path, acc
     comparison_figure(target[index], images, path, title=title, maxval=float(target.max()))
 
 
-def run(args: argparse.Namespace) -> int:
-
-    from recon.cli.evaluate import csv_rows, evaluate_dirs, write_csv
+def _run_set(
+    label: str,
+    files: list[Path],
+    data_dir: Path,
+    pred_root: Path,
+    methods: dict[str, tuple[object, object]],
+    args: argparse.Namespace,
+    device: object,
+) -> tuple[list[tuple[str, int, dict[str, float], float]], list[dict[str, object]]]:
+    """Predict, evaluate and draw one data set; returns the table rows and the CSV rows."""
+    from recon.cli.evaluate import csv_rows, evaluate_dirs
     from recon.cli.predict import predict_files
-    from recon.data.synthetic import write_synthetic_dataset
     from recon.inference import build_mask_func
-
-    if args.volumes < 1 or args.slices < 1 or args.coils < 1 or args.size < 16:
-        raise CLIError("--volumes, --slices, --coils must be >= 1 and --size >= 16")
-    started = time.perf_counter()
-    out = check_writable_dir(args.out)
-    device = resolve_device(args.device)
-    methods = _load_methods(list(dict.fromkeys(args.methods)))
-    if not methods:
-        raise CLIError("no method left to run")
-
-    data_dir = out / "data"
-    _clear_demo_files(data_dir)  # a rerun with other options must not mix old and new volumes
-    print(f"recon demo: writing {args.volumes} synthetic volumes ({args.source}, seed {args.seed}) to {data_dir}")
-    files = write_synthetic_dataset(
-        data_dir, args.volumes, args.slices, (args.size, args.size), args.coils, args.source, args.seed, prefix=PREFIX
-    )
 
     table: list[tuple[str, int, dict[str, float], float]] = []
     all_rows: list[dict[str, object]] = []
     jobs = [(accel, name) for accel in args.accelerations for name in methods]
-    for accel, name in progress(jobs, desc="demo", total=len(jobs), leave=True):
+    for accel, name in progress(jobs, desc=f"demo ({label})", total=len(jobs), leave=True):
         method, preprocessing = methods[name]
         if hasattr(method, "to"):
             method = method.to(device)
-        pred_dir = out / "predictions" / f"{accel}x" / name
+        pred_dir = pred_root / f"{accel}x" / name
         _clear_demo_files(pred_dir)
         summary = predict_files(
             files,
@@ -148,27 +149,77 @@ def run(args: argparse.Namespace) -> int:
         result = evaluate_dirs(data_dir, pred_dir, progress=False)
         mean = {metric: value[0] for metric, value in result.mean().items()}
         table.append((name, accel, mean, summary.seconds / max(summary.slices, 1)))
-        all_rows += csv_rows(result, method=name, acceleration=accel)
+        all_rows += csv_rows(result, data=label, method=name, acceleration=accel)
+    return table, all_rows
 
-    for accel in args.accelerations:
-        path = out / "figures" / f"demo_{accel}x.png"
-        _figure(data_dir, out / "predictions" / f"{accel}x", list(methods), path, accel)
-    write_csv(all_rows, out / "metrics.csv")
 
-    print()
+def _print_table(title: str, table: list[tuple[str, int, dict[str, float], float]], cs_method: str) -> None:
+    print(f"\n{title}")
     print(f"{'method':<16} {'accel':>5}  {'SSIM':>7}  {'PSNR':>7}  {'NMSE':>8}  {'s/slice':>8}")
     print("-" * 60)
     for name, accel, mean, seconds in sorted(table, key=lambda row: (row[1], -row[2]["SSIM"])):
-        label = f"cs ({args.cs_method})" if name == "cs" else name
+        label = f"cs ({cs_method})" if name == "cs" else name
         print(
             f"{label:<16} {accel:>4}x  {mean['SSIM']:>7.4f}  {mean['PSNR']:>7.2f}  {mean['NMSE']:>8.5f}  "
             f"{seconds:>8.3f}"
         )
-    slices = args.volumes * args.slices
-    print(
-        f"\nmeans over {args.volumes} volumes ({slices} slices, {args.size}x{args.size}, {args.coils} coils), "
-        "equispaced masks; fastMRI metrics, data range = max of each target volume"
+
+
+def run(args: argparse.Namespace) -> int:
+    from recon.cli.evaluate import write_csv
+    from recon.data.synthetic import write_synthetic_dataset
+
+    if args.volumes < 1 or args.slices < 1 or args.coils < 1 or args.size < 16:
+        raise CLIError("--volumes, --slices, --coils must be >= 1 and --size >= 16")
+    started = time.perf_counter()
+    out = check_writable_dir(args.out)
+    device = resolve_device(args.device)
+    methods = _load_methods(list(dict.fromkeys(args.methods)))
+    if not methods:
+        raise CLIError("no method left to run")
+
+    shape = (args.size, args.size)
+    sets = []
+    data_dir = out / "data"
+    _clear_demo_files(data_dir)  # a rerun with other options must not mix old and new volumes
+    print(f"recon demo: writing {args.volumes} synthetic volumes ({args.source}, seed {args.seed}) to {data_dir}")
+    files = write_synthetic_dataset(
+        data_dir, args.volumes, args.slices, shape, args.coils, args.source, args.seed, prefix=PREFIX
     )
+    sets.append(("phantom" if args.source == "phantom" else args.source, files, data_dir, out / "predictions", ""))
+    real_dir = out / "data_real"
+    _clear_demo_files(real_dir)
+    if args.real_source != "none":
+        print(f"recon demo: writing 1 real-anatomy volume ({args.real_source}, never trained on) to {real_dir}")
+        try:
+            real = write_synthetic_dataset(
+                real_dir, 1, args.slices, shape, args.coils, args.real_source, args.seed, prefix=PREFIX
+            )
+        except ImportError as err:
+            raise CLIError(f"--real-source {args.real_source}: {err} (or pass --real-source none)") from None
+        sets.append(("real", real, real_dir, out / "predictions_real", "_real"))
+
+    all_rows: list[dict[str, object]] = []
+    tables = []
+    for label, set_files, set_dir, pred_root, suffix in sets:
+        table, rows = _run_set(label, set_files, set_dir, pred_root, methods, args, device)
+        tables.append((label, table))
+        all_rows += rows
+        for accel in args.accelerations:
+            path = out / "figures" / f"demo_{accel}x{suffix}.png"
+            _figure(set_dir, pred_root / f"{accel}x", list(methods), path, accel)
+    write_csv(all_rows, out / "metrics.csv")
+
+    slices = args.volumes * args.slices
+    for label, table in tables:
+        what = (
+            f"{args.volumes} {label} volumes ({slices} slices)"
+            if label != "real"
+            else f"1 real-anatomy volume ({args.real_source}, {args.slices} slices)"
+        )
+        _print_table(f"{what}, {args.size}x{args.size}, {args.coils} coils, equispaced masks", table, args.cs_method)
+    print("fastMRI metrics, data range = max of each target volume")
     print(f"figures: {out / 'figures'}   metrics: {out / 'metrics.csv'}   predictions: {out / 'predictions'}")
     print(f"recon demo: done in {time.perf_counter() - started:.0f} s")
-    return 0 if np.isfinite([row[2]["SSIM"] for row in table]).all() else 1
+    finite = [row[2]["SSIM"] for _, table in tables for row in table]
+    return 0 if np.isfinite(finite).all() else 1

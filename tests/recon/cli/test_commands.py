@@ -153,9 +153,14 @@ def test_demo_end_to_end_small(tmp_path: Path, run_cli, tiny_checkpoint: Path, m
     rows = [line.split() for line in stdout.splitlines()]
     methods = {(row[0], row[-5]) for row in rows if len(row) >= 6 and row[-5] in ("4x", "8x")}
     assert {("zero-filled", "4x"), ("zero-filled", "8x"), ("cs", "4x"), ("cirim", "8x")} <= methods
-    assert (out / "figures" / "demo_4x.png").is_file() and (out / "figures" / "demo_8x.png").is_file()
+    for name in ("demo_4x", "demo_8x", "demo_4x_real", "demo_8x_real"):
+        assert (out / "figures" / f"{name}.png").is_file()
     rows = list(csv.DictReader((out / "metrics.csv").open()))
-    assert {r["method"] for r in rows} == {"zero-filled", "cs", "cirim"} and len(rows) == 3 * 2 * 2
+    assert {r["method"] for r in rows} == {"zero-filled", "cs", "cirim"} and len(rows) == 2 * 3 * 2 * 2
+    assert {r["data"] for r in rows} == {"phantom", "real"}
+    real = [r for r in rows if r["data"] == "real" and r["volume"] != "mean"]
+    assert all("epi_heldout" in r["volume"] for r in real)
+    assert "real-anatomy volume (epi_heldout" in stdout
     # a rerun in the same folder works and does not mix old outputs in
     code, _, err = run_cli("demo", *args, "--methods", "zero-filled", "--accelerations", "4")
     assert code == 0 and err == ""
