@@ -59,11 +59,12 @@ MODELS = ("cirim", "rim", "recurrentvarnet")
 CS_GRID = {"tv": [3e-3, 1e-2, 3e-2, 1e-1], "wavelet": [3e-4, 1e-3, 3e-3, 1e-2]}
 
 
-def make_data(out: Path) -> None:
+def make_data(out: Path, splits: tuple[str, ...] = tuple(SPLITS)) -> None:
     """Write the train / val / test folders and train_ft (train with more Shepp-Logan volumes, for fine-tuning)."""
     from recon.data.synthetic import write_synthetic_dataset
 
-    for split, (seed, parts) in SPLITS.items():
+    for split in splits:
+        seed, parts = SPLITS[split]
         for source, volumes, slices in parts:
             write_synthetic_dataset(
                 out / split,
@@ -278,6 +279,7 @@ def main() -> None:
     sub = parser.add_subparsers(dest="command", required=True)
     p_data = sub.add_parser("data", help="write the train / val / test folders")
     p_data.add_argument("--out", type=Path, default=Path("data/recon_weights"))
+    p_data.add_argument("--splits", nargs="+", choices=list(SPLITS), default=list(SPLITS), help="(all)")
     p_real = sub.add_parser("real-data", help="write the real-anatomy held-out split (low and realistic noise)")
     p_real.add_argument("--out", type=Path, default=Path("data/recon_real"))
     p_exp = sub.add_parser("export", help="copy a run's last weights into recon/weights/<name>.*")
@@ -306,7 +308,7 @@ def main() -> None:
     p_table.add_argument("json_files", type=Path, nargs="+")
     args = parser.parse_args()
     if args.command == "data":
-        make_data(args.out)
+        make_data(args.out, tuple(args.splits))
         return
     if args.command == "real-data":
         make_real_data(args.out)
