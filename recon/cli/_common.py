@@ -20,8 +20,10 @@ H5_SUFFIXES = (".h5", ".hdf5")  # as recon.data.mri_data (not imported: `recon -
 
 __all__ = [
     "CLIError",
+    "MASK_DEFAULTS",
     "add_mask_arguments",
     "check_writable_dir",
+    "checkpoint_files",
     "error_line",
     "list_inputs",
     "load_checkpoint_model",
@@ -138,22 +140,51 @@ def shard(items: Sequence[T], rank: int, world_size: int) -> list[T]:
 # Mask options
 
 
+MASK_DEFAULTS = {"mask": "equispaced", "acceleration": 4.0, "center_fraction": 0.08, "seed": 0}
+
+
 def add_mask_arguments(
     parser: argparse.ArgumentParser,
     seed: bool = True,
     title: str = "retrospective undersampling (fully sampled inputs; files with a mask keep it)",
+    defaults_from: str | None = None,
 ) -> None:
-    """``--mask``, ``--acceleration``, ``--center-fraction`` and (if ``seed``) ``--seed``."""
+    """``--mask``, ``--acceleration``, ``--center-fraction`` and (if ``seed``) ``--seed``.
+
+    With ``defaults_from`` (e.g. ``"the predictions' provenance"``) the options default to ``None`` so the command
+    can tell a given option from a default; the help names where the value comes from instead.
+    """
     from recon.inference import MASK_TYPES
 
+    def default(key: str) -> dict[str, object]:
+        if defaults_from is None:
+            return {"default": MASK_DEFAULTS[key], "help_default": "%(default)s"}
+        return {"default": None, "help_default": f"default: from {defaults_from}, else {MASK_DEFAULTS[key]}"}
+
     group = parser.add_argument_group(title)
-    group.add_argument("--mask", choices=sorted(MASK_TYPES), default="equispaced", help="mask type (%(default)s)")
-    group.add_argument("--acceleration", type=float, default=4.0, help="undersampling factor (%(default)s)")
+    d = default("mask")
     group.add_argument(
-        "--center-fraction", type=float, default=0.08, help="fully sampled centre fraction (%(default)s)"
+        "--mask", choices=sorted(MASK_TYPES), default=d["default"], help=f"mask type ({d['help_default']})"
+    )
+    d = default("acceleration")
+    group.add_argument(
+        "--acceleration", type=float, default=d["default"], help=f"undersampling factor ({d['help_default']})"
+    )
+    d = default("center_fraction")
+    group.add_argument(
+        "--center-fraction",
+        type=float,
+        default=d["default"],
+        help=f"fully sampled centre fraction ({d['help_default']})",
     )
     if seed:
-        group.add_argument("--seed", type=int, default=0, help="mask seed, combined with each file name (%(default)s)")
+        d = default("seed")
+        group.add_argument(
+            "--seed",
+            type=int,
+            default=d["default"],
+            help=f"mask seed, combined with each file name ({d['help_default']})",
+        )
 
 
 def mask_func_from_args(args: argparse.Namespace) -> Any:
@@ -243,6 +274,26 @@ def _build(path: Path, meta: dict[str, Any], state: dict[str, Any], expected: st
     return model.eval(), _preprocessing(data, path)
 
 
+def checkpoint_files(path: str | os.PathLike) -> tuple[Path, Path | None]:
+    """``(weights file, config file or None)`` of a checkpoint given as a folder, a ``.safetensors`` file (config
+    beside it) or a single ``.pt`` / ``.pth`` / ``.ckpt`` / ``.bin`` file (config inside it: ``None``).
+
+    Raises:
+        CLIError: When the checkpoint or a folder's files are missing.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise CLIError(f"{path}: checkpoint not found")
+    if path.is_dir():
+        weights, config = path / "model.safetensors", path / "config.json"
+        if not weights.is_file() or not config.is_file():
+            raise CLIError(f"{path}: expected a checkpoint folder with model.safetensors and config.json")
+        return weights, config
+    if path.suffix == ".safetensors":
+        return path, path.parent / "config.json"
+    return path, None
+
+
 def load_checkpoint_model(path: str | os.PathLike, expected: str | None = None) -> tuple[nn.Module, Any]:
     """Load a model from a checkpoint, never unpickling arbitrary objects.
 
@@ -269,14 +320,7 @@ def load_checkpoint_model(path: str | os.PathLike, expected: str | None = None) 
     import torch
     from safetensors.torch import load_file
 
-    path = Path(path)
-    if not path.exists():
-        raise CLIError(f"{path}: checkpoint not found")
-    if path.is_dir():
-        weights, config = path / "model.safetensors", path / "config.json"
-        if not weights.is_file() or not config.is_file():
-            raise CLIError(f"{path}: expected a checkpoint folder with model.safetensors and config.json")
-        path = weights
+    path, _ = checkpoint_files(path)
     if path.suffix == ".safetensors":
         meta = _read_json(path.parent / "config.json")
         try:

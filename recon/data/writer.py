@@ -21,6 +21,7 @@ import torch
 
 from recon._atomic import atomic_write
 from recon.data.keys import FastMRIKey
+from recon.provenance import write_provenance
 
 __all__ = ["center_crop", "save_reconstructions"]
 
@@ -74,6 +75,7 @@ def save_reconstructions(
     reconstructions: Mapping[str, ArrayLike],
     out_dir: str | os.PathLike,
     crop_size: CropSize | Mapping[str, CropSize] | None = None,
+    attrs: Mapping[str, object] | None = None,
 ) -> list[Path]:
     """Save one ``reconstruction`` file per volume (fastMRI submission format), atomically.
 
@@ -84,6 +86,8 @@ def save_reconstructions(
         crop_size: Centre-crop ``(h, w)`` applied to every volume, or a map from file name to its crop size (e.g.
             ``{info.fname: info.recon_size}`` from :class:`recon.data.mri_data.VolumeInfo`), or ``None`` to write
             the volumes as given.
+        attrs: Provenance record stored in every file's root attributes
+            (:func:`recon.provenance.write_provenance`), written in the same atomic step as the data.
 
     Returns:
         The written paths, in the order of ``reconstructions``.
@@ -111,6 +115,8 @@ def save_reconstructions(
         def write(tmp_name: str, volume: np.ndarray = volume) -> None:
             with h5py.File(tmp_name, "w") as hf:
                 hf.create_dataset(str(FastMRIKey.RECONSTRUCTION), data=np.ascontiguousarray(volume, dtype=np.float32))
+                if attrs is not None:
+                    write_provenance(hf, attrs)
 
         atomic_write(target, write)
     return list(prepared)
