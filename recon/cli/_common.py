@@ -115,7 +115,7 @@ def resolve_device(device: str | None) -> str:
     """``device``, or by default ``cuda:LOCAL_RANK`` (torchrun) / ``cuda`` when a GPU is present, else ``cpu``.
 
     Raises:
-        CLIError: For a string torch does not accept as a device.
+        CLIError: For a string torch does not accept as a device, or a device this machine does not have.
     """
     import torch
 
@@ -125,9 +125,17 @@ def resolve_device(device: str | None) -> str:
         local = os.environ.get("LOCAL_RANK")
         return f"cuda:{int(local) % torch.cuda.device_count()}" if local and local.isdigit() else "cuda"
     try:
-        torch.device(device)
+        parsed = torch.device(device)
     except RuntimeError as err:
         raise CLIError(f"--device {device!r}: {err}") from None
+    if parsed.type != "cpu":
+        # checked before any output folder is made: a missing GPU must not leave an empty folder behind
+        try:
+            torch.empty(0, device=parsed)
+        except (RuntimeError, AssertionError) as err:  # CPU-only builds raise AssertionError("Torch not compiled...")
+            reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
+            cuda = "CUDA is not available on this machine" if parsed.type == "cuda" else "not available"
+            raise CLIError(f"--device {device}: {cuda} ({reason}); use --device cpu") from None
     return device
 
 

@@ -95,7 +95,7 @@ def _show(settings: dict[str, object]) -> str:
 def run(args: argparse.Namespace) -> int:
     from recon.cli.evaluate import PairError, read_image_volume
     from recon.data.mri_data import FastMRIDataError
-    from recon.figures import comparison_figure
+    from recon.figures import comparison_figure, mask_image
     from recon.inference import load_volume, zero_filled_volume
 
     labels = args.labels or [p.resolve().parent.name for p in args.predictions]
@@ -134,6 +134,8 @@ def run(args: argparse.Namespace) -> int:
         args.out,
         title=f"{args.input.name}  slice {index}  ({nominal}sampled {accel:.1f}x)",
         maxval=None if target is None else float(target.max()),
+        mask=mask_image(volume.mask),
+        zoom="auto",
     )
     print(f"wrote {path}")
     return 0

@@ -302,7 +302,7 @@ def predict_files(
 
 
 def _figure(volume: object, recon: np.ndarray, zero_filled: np.ndarray, path: Path, label: str) -> None:
-    from recon.figures import comparison_figure
+    from recon.figures import comparison_figure, mask_image
 
     index = recon.shape[0] // 2
     target = volume.target  # type: ignore[attr-defined]
@@ -316,6 +316,8 @@ def _figure(volume: object, recon: np.ndarray, zero_filled: np.ndarray, path: Pa
         path,
         title=title,
         maxval=maxval,
+        mask=mask_image(volume.mask),  # type: ignore[attr-defined]
+        zoom="auto",
     )
 
 
