@@ -39,7 +39,8 @@ from recon.baselines import (
 from recon.data.keys import Challenge, FastMRIKey
 from recon.data.mri_data import FastMRIDataError, VolumeInfo, read_volume, read_volume_info
 from recon.data.subsample import MaskFunc, apply_mask, create_mask_for_mask_type, num_low_frequencies_from_mask
-from recon.data.writer import center_crop
+from recon.models import MODEL_NAMES  # re-exported: the one list of model names
+from recon.ops import center_crop
 from recon.ops.coils import estimate_sens_maps, rss
 from recon.ops.fft import ifft2c
 
@@ -59,7 +60,6 @@ __all__ = [
     "zero_filled_volume",
 ]
 
-MODEL_NAMES = ("cirim", "rim", "recurrentvarnet")
 BASELINES = ("zero-filled", "cs")
 CS_METHODS = ("tv", "wavelet")  # TV first: the stronger one on the synthetic phantoms (see recon/cli/predict.py)
 # command-line mask names -> recon.data.subsample names; "equispaced" keeps the requested acceleration exactly

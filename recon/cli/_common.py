@@ -266,15 +266,13 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 
 def _build(path: Path, meta: dict[str, Any], state: dict[str, Any], expected: str | None) -> tuple[nn.Module, Any]:
-    from recon.models import create_model
+    from recon.models import build_model
 
     name = meta["model"]
     if expected is not None and name != expected:
         raise CLIError(f"{path}: checkpoint holds a {name!r} model but --model {expected} was asked for")
-    config = {k: tuple(v) if isinstance(v, list) else v for k, v in dict(meta.get("model_config") or {}).items()}
     try:
-        model = create_model(name, **config)
-        model.load_state_dict(state)
+        model = build_model(name, meta.get("model_config"), state)
     except (ValueError, TypeError, RuntimeError) as err:
         raise CLIError(f"{path}: weights do not fit the {name!r} model of the checkpoint config ({err})") from None
     train_config = meta.get("train_config")

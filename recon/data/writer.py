@@ -21,32 +21,13 @@ import torch
 
 from recon._atomic import atomic_write
 from recon.data.keys import FastMRIKey
+from recon.ops import center_crop  # re-exported: the one centre crop (recon.ops._shapes)
 from recon.provenance import write_provenance
 
 __all__ = ["center_crop", "save_reconstructions"]
 
 ArrayLike = np.ndarray | torch.Tensor
 CropSize = tuple[int, int] | Sequence[int]
-
-
-def center_crop(volume: np.ndarray, crop_size: CropSize) -> np.ndarray:
-    """Centre-crop the last two dimensions to ``crop_size = (h, w)`` (fastMRI's ``center_crop``: the crop starts at
-    ``(size - crop) // 2``).
-
-    Args:
-        volume: Array ``[..., H, W]``.
-        crop_size: ``(h, w)`` with ``h <= H`` and ``w <= W``.
-
-    Returns:
-        A view ``[..., h, w]``.
-    """
-    h, w = (int(c) for c in crop_size)
-    height, width = volume.shape[-2:]
-    if not (0 < h <= height and 0 < w <= width):
-        raise ValueError(f"crop size {(h, w)} must be positive and fit in the image size {(height, width)}")
-    top = (height - h) // 2
-    left = (width - w) // 2
-    return volume[..., top : top + h, left : left + w]
 
 
 def _to_numpy(fname: str, recon: ArrayLike) -> np.ndarray:

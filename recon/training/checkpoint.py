@@ -84,23 +84,17 @@ def save_checkpoint(
     return atomic_dir(path, fill)
 
 
-def _model_config_from_json(cfg: dict[str, Any]) -> dict[str, Any]:
-    return {k: tuple(v) if isinstance(v, list) else v for k, v in cfg.items()}
-
-
 def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
     """Rebuild the model of a checkpoint from its ``config.json`` and load its weights.
 
     Returns:
         ``(model, metadata)`` where metadata is the parsed ``config.json``.
     """
-    from recon.models import create_model
+    from recon.models import build_model
 
     path = Path(path)
     meta = json.loads((path / CONFIG).read_text())
-    model = create_model(meta["model"], **_model_config_from_json(meta["model_config"]))
-    model.load_state_dict(load_file(path / WEIGHTS, device=str(map_location)))
-    return model, meta
+    return build_model(meta["model"], meta["model_config"], load_file(path / WEIGHTS, device=str(map_location))), meta
 
 
 def load_checkpoint(
