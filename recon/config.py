@@ -21,7 +21,6 @@ from __future__ import annotations
 import dataclasses
 import enum
 import os
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +28,7 @@ from typing import Any
 
 import yaml
 
+from recon._atomic import atomic_write
 from recon.data.keys import MaskType
 
 __all__ = [
@@ -269,16 +269,9 @@ def config_to_dict(config: ReconConfig) -> dict[str, Any]:
 
 
 def save_config(config: ReconConfig, path: str | os.PathLike) -> Path:
-    """Write the resolved config as YAML, atomically (temporary file, then :func:`os.replace`)."""
+    """Write the resolved config as YAML, atomically and with normal file permissions
+    (:func:`recon._atomic.atomic_write`)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     text = yaml.safe_dump(config_to_dict(config), sort_keys=False)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write(path, lambda tmp: Path(tmp).write_text(text))

@@ -27,11 +27,20 @@ import numpy as np
 import torch
 from torch import nn
 
-from recon.baselines import tv_sense, wavelet_sense, zero_filled_rss
+from recon.baselines import (
+    TV_ITERATIONS,
+    TV_LAMBDA,
+    WAVELET_ITERATIONS,
+    WAVELET_LAMBDA,
+    tv_sense,
+    wavelet_sense,
+    zero_filled_rss,
+)
 from recon.data.keys import Challenge, FastMRIKey
 from recon.data.mri_data import FastMRIDataError, VolumeInfo, read_volume, read_volume_info
 from recon.data.subsample import MaskFunc, apply_mask, create_mask_for_mask_type, num_low_frequencies_from_mask
-from recon.data.writer import center_crop
+from recon.models import MODEL_NAMES  # re-exported: the one list of model names
+from recon.ops import center_crop
 from recon.ops.coils import estimate_sens_maps, rss
 from recon.ops.fft import ifft2c
 
@@ -43,13 +52,14 @@ __all__ = [
     "MODEL_NAMES",
     "PreparedVolume",
     "build_mask_func",
+    "cs_defaults",
     "load_volume",
     "make_reconstructor",
+    "mask_record",
     "reconstruct_volume",
     "zero_filled_volume",
 ]
 
-MODEL_NAMES = ("cirim", "rim", "recurrentvarnet")
 BASELINES = ("zero-filled", "cs")
 CS_METHODS = ("tv", "wavelet")  # TV first: the stronger one on the synthetic phantoms (see recon/cli/predict.py)
 # command-line mask names -> recon.data.subsample names; "equispaced" keeps the requested acceleration exactly
@@ -95,6 +105,23 @@ def build_mask_func(mask_type: str, acceleration: float, center_fraction: float)
     if mask_type not in MASK_TYPES:
         raise ValueError(f"unknown mask {mask_type!r}; expected one of {sorted(MASK_TYPES)}")
     return create_mask_for_mask_type(MASK_TYPES[mask_type], [center_fraction], [acceleration])
+
+
+def mask_record(mask_func: MaskFunc, seed: int) -> dict[str, str | int | float]:
+    """The provenance of retrospective undersampling by ``mask_func`` with ``seed`` (:mod:`recon.provenance`):
+    ``mask`` (the command-line name of :data:`MASK_TYPES`, else the class name), ``acceleration``,
+    ``center_fraction`` (numbers, or their lists as text for multi-setting mask functions) and ``seed``."""
+    from recon.data.subsample import _MASK_CLASSES, MaskType
+
+    names = {_MASK_CLASSES[MaskType(value)]: key for key, value in MASK_TYPES.items()}
+    accelerations = [float(a) for a in mask_func.accelerations]
+    fractions = [float(c) for c in mask_func.center_fractions]
+    return {
+        "mask": names.get(type(mask_func), type(mask_func).__name__),
+        "acceleration": accelerations[0] if len(accelerations) == 1 else str(accelerations),
+        "center_fraction": fractions[0] if len(fractions) == 1 else str(fractions),
+        "seed": int(seed),
+    }
 
 
 @dataclass
@@ -171,11 +198,26 @@ def load_volume(path: str | os.PathLike, mask_func: MaskFunc | None = None, seed
     return PreparedVolume(info, masked, mask, int(num_low), volume.target, retrospective)
 
 
-def _cs(method: str) -> Reconstructor:
+def cs_defaults(method: str) -> tuple[float, int]:
+    """``(lambda, iterations)`` used by ``"cs"`` with regulariser ``method`` when none are given."""
+    if method not in CS_METHODS:
+        raise ValueError(f"unknown CS method {method!r}; expected one of {CS_METHODS}")
+    return (TV_LAMBDA, TV_ITERATIONS) if method == "tv" else (WAVELET_LAMBDA, WAVELET_ITERATIONS)
+
+
+def _cs(method: str, lam: float | None, num_iterations: int | None) -> Reconstructor:
     solver = {"wavelet": wavelet_sense, "tv": tv_sense}[method]
+    default_lam, default_iterations = cs_defaults(method)
+    lam = default_lam if lam is None else float(lam)
+    num_iterations = default_iterations if num_iterations is None else num_iterations
+    # checked here, not on the first slice, so a bad option fails before any file is read
+    if not lam >= 0:
+        raise ValueError(f"CS lambda must be >= 0; got {lam}")
+    if isinstance(num_iterations, bool) or not isinstance(num_iterations, int) or num_iterations < 1:
+        raise ValueError(f"CS iterations must be an integer >= 1; got {num_iterations!r}")
 
     def run(kspace: torch.Tensor, mask: torch.Tensor, sens: torch.Tensor) -> torch.Tensor:
-        return solver(kspace, sens, mask)
+        return solver(kspace, sens, mask, lam=lam, num_iterations=num_iterations)
 
     return run
 
@@ -184,12 +226,16 @@ def _zero_filled(kspace: torch.Tensor, mask: torch.Tensor, sens: torch.Tensor) -
     return zero_filled_rss(kspace)
 
 
-def make_reconstructor(method: str | nn.Module, cs_method: str = "tv") -> Reconstructor:
+def make_reconstructor(
+    method: str | nn.Module, cs_method: str = "tv", cs_lambda: float | None = None, cs_iterations: int | None = None
+) -> Reconstructor:
     """A function ``(masked_kspace [B, C, H, W], mask, sens_maps) -> image [B, H, W]`` (complex or magnitude).
 
     Args:
         method: ``"zero-filled"``, ``"cs"``, or a model (:mod:`recon.models`), which is put in eval mode.
         cs_method: ``"tv"`` or ``"wavelet"`` for ``"cs"``.
+        cs_lambda: Regularisation weight of ``"cs"`` relative to ``max |A^H y|`` (default: :func:`cs_defaults`).
+        cs_iterations: Iterations of ``"cs"`` (default: :func:`cs_defaults`).
     """
     if isinstance(method, nn.Module):
         model = method.eval()
@@ -203,7 +249,7 @@ def make_reconstructor(method: str | nn.Module, cs_method: str = "tv") -> Recons
     if method == "cs":
         if cs_method not in CS_METHODS:
             raise ValueError(f"unknown CS method {cs_method!r}; expected one of {CS_METHODS}")
-        return _cs(cs_method)
+        return _cs(cs_method, cs_lambda, cs_iterations)
     raise ValueError(f"unknown method {method!r}; expected a model or one of {BASELINES}")
 
 

@@ -503,12 +503,11 @@ def format_results(results: dict[str, dict[str, Any]], class_names: Sequence[str
 
 
 def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    """``write`` to a uniquely named temporary beside ``path``, then rename (two writers never share a temporary)."""
+    # recon._atomic imports only the standard library (and recon/__init__ only sets the version): no MRI stack
+    from recon._atomic import atomic_write
+
+    atomic_write(path, lambda tmp: write(Path(tmp)))
 
 
 def save_checkpoint(folder: Path, model: nn.Module, state: dict[str, Any], best: bool = False) -> None:

@@ -66,6 +66,7 @@ def _top_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--debug", action="store_true", help="show tracebacks of unexpected errors")
+    parser.add_argument("--version", action="store_true", help="print the recon version and exit")
     parser.add_argument("command", nargs="?", metavar="command", help="one of: " + ", ".join(COMMANDS))
     return parser
 
@@ -110,6 +111,11 @@ def main(argv: list[str] | None = None) -> int:
     while argv and argv[0] == "--debug":
         debug, argv = True, argv[1:]
     top = _top_parser()
+    if argv and argv[0] == "--version":
+        from recon import __version__
+
+        print(f"recon {__version__}")
+        return 0
     if not argv or argv[0] in ("-h", "--help"):
         top.print_help()
         return 0 if argv else 2

@@ -20,8 +20,10 @@ H5_SUFFIXES = (".h5", ".hdf5")  # as recon.data.mri_data (not imported: `recon -
 
 __all__ = [
     "CLIError",
+    "MASK_DEFAULTS",
     "add_mask_arguments",
     "check_writable_dir",
+    "checkpoint_files",
     "error_line",
     "list_inputs",
     "load_checkpoint_model",
@@ -113,7 +115,7 @@ def resolve_device(device: str | None) -> str:
     """``device``, or by default ``cuda:LOCAL_RANK`` (torchrun) / ``cuda`` when a GPU is present, else ``cpu``.
 
     Raises:
-        CLIError: For a string torch does not accept as a device.
+        CLIError: For a string torch does not accept as a device, or a device this machine does not have.
     """
     import torch
 
@@ -123,9 +125,17 @@ def resolve_device(device: str | None) -> str:
         local = os.environ.get("LOCAL_RANK")
         return f"cuda:{int(local) % torch.cuda.device_count()}" if local and local.isdigit() else "cuda"
     try:
-        torch.device(device)
+        parsed = torch.device(device)
     except RuntimeError as err:
         raise CLIError(f"--device {device!r}: {err}") from None
+    if parsed.type != "cpu":
+        # checked before any output folder is made: a missing GPU must not leave an empty folder behind
+        try:
+            torch.empty(0, device=parsed)
+        except (RuntimeError, AssertionError) as err:  # CPU-only builds raise AssertionError("Torch not compiled...")
+            reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
+            cuda = "CUDA is not available on this machine" if parsed.type == "cuda" else "not available"
+            raise CLIError(f"--device {device}: {cuda} ({reason}); use --device cpu") from None
     return device
 
 
@@ -138,22 +148,51 @@ def shard(items: Sequence[T], rank: int, world_size: int) -> list[T]:
 # Mask options
 
 
+MASK_DEFAULTS = {"mask": "equispaced", "acceleration": 4.0, "center_fraction": 0.08, "seed": 0}
+
+
 def add_mask_arguments(
     parser: argparse.ArgumentParser,
     seed: bool = True,
     title: str = "retrospective undersampling (fully sampled inputs; files with a mask keep it)",
+    defaults_from: str | None = None,
 ) -> None:
-    """``--mask``, ``--acceleration``, ``--center-fraction`` and (if ``seed``) ``--seed``."""
+    """``--mask``, ``--acceleration``, ``--center-fraction`` and (if ``seed``) ``--seed``.
+
+    With ``defaults_from`` (e.g. ``"the predictions' provenance"``) the options default to ``None`` so the command
+    can tell a given option from a default; the help names where the value comes from instead.
+    """
     from recon.inference import MASK_TYPES
 
+    def default(key: str) -> dict[str, object]:
+        if defaults_from is None:
+            return {"default": MASK_DEFAULTS[key], "help_default": "%(default)s"}
+        return {"default": None, "help_default": f"default: from {defaults_from}, else {MASK_DEFAULTS[key]}"}
+
     group = parser.add_argument_group(title)
-    group.add_argument("--mask", choices=sorted(MASK_TYPES), default="equispaced", help="mask type (%(default)s)")
-    group.add_argument("--acceleration", type=float, default=4.0, help="undersampling factor (%(default)s)")
+    d = default("mask")
     group.add_argument(
-        "--center-fraction", type=float, default=0.08, help="fully sampled centre fraction (%(default)s)"
+        "--mask", choices=sorted(MASK_TYPES), default=d["default"], help=f"mask type ({d['help_default']})"
+    )
+    d = default("acceleration")
+    group.add_argument(
+        "--acceleration", type=float, default=d["default"], help=f"undersampling factor ({d['help_default']})"
+    )
+    d = default("center_fraction")
+    group.add_argument(
+        "--center-fraction",
+        type=float,
+        default=d["default"],
+        help=f"fully sampled centre fraction ({d['help_default']})",
     )
     if seed:
-        group.add_argument("--seed", type=int, default=0, help="mask seed, combined with each file name (%(default)s)")
+        d = default("seed")
+        group.add_argument(
+            "--seed",
+            type=int,
+            default=d["default"],
+            help=f"mask seed, combined with each file name ({d['help_default']})",
+        )
 
 
 def mask_func_from_args(args: argparse.Namespace) -> Any:
@@ -227,20 +266,38 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 
 def _build(path: Path, meta: dict[str, Any], state: dict[str, Any], expected: str | None) -> tuple[nn.Module, Any]:
-    from recon.models import create_model
+    from recon.models import build_model
 
     name = meta["model"]
     if expected is not None and name != expected:
         raise CLIError(f"{path}: checkpoint holds a {name!r} model but --model {expected} was asked for")
-    config = {k: tuple(v) if isinstance(v, list) else v for k, v in dict(meta.get("model_config") or {}).items()}
     try:
-        model = create_model(name, **config)
-        model.load_state_dict(state)
+        model = build_model(name, meta.get("model_config"), state)
     except (ValueError, TypeError, RuntimeError) as err:
         raise CLIError(f"{path}: weights do not fit the {name!r} model of the checkpoint config ({err})") from None
     train_config = meta.get("train_config")
     data = train_config.get("data") if isinstance(train_config, dict) else meta.get("data")
     return model.eval(), _preprocessing(data, path)
+
+
+def checkpoint_files(path: str | os.PathLike) -> tuple[Path, Path | None]:
+    """``(weights file, config file or None)`` of a checkpoint given as a folder, a ``.safetensors`` file (config
+    beside it) or a single ``.pt`` / ``.pth`` / ``.ckpt`` / ``.bin`` file (config inside it: ``None``).
+
+    Raises:
+        CLIError: When the checkpoint or a folder's files are missing.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise CLIError(f"{path}: checkpoint not found")
+    if path.is_dir():
+        weights, config = path / "model.safetensors", path / "config.json"
+        if not weights.is_file() or not config.is_file():
+            raise CLIError(f"{path}: expected a checkpoint folder with model.safetensors and config.json")
+        return weights, config
+    if path.suffix == ".safetensors":
+        return path, path.parent / "config.json"
+    return path, None
 
 
 def load_checkpoint_model(path: str | os.PathLike, expected: str | None = None) -> tuple[nn.Module, Any]:
@@ -269,14 +326,7 @@ def load_checkpoint_model(path: str | os.PathLike, expected: str | None = None) 
     import torch
     from safetensors.torch import load_file
 
-    path = Path(path)
-    if not path.exists():
-        raise CLIError(f"{path}: checkpoint not found")
-    if path.is_dir():
-        weights, config = path / "model.safetensors", path / "config.json"
-        if not weights.is_file() or not config.is_file():
-            raise CLIError(f"{path}: expected a checkpoint folder with model.safetensors and config.json")
-        path = weights
+    path, _ = checkpoint_files(path)
     if path.suffix == ".safetensors":
         meta = _read_json(path.parent / "config.json")
         try:

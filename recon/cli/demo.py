@@ -126,7 +126,11 @@ def _run_set(
     table: list[tuple[str, int, dict[str, float], float]] = []
     all_rows: list[dict[str, object]] = []
     jobs = [(accel, name) for accel in args.accelerations for name in methods]
-    for accel, name in progress(jobs, desc=f"demo ({label})", total=len(jobs), leave=True):
+    for number, (accel, name) in enumerate(progress(jobs, desc=f"demo ({label})", total=len(jobs), leave=True), 1):
+        # one line per step, so a log (no progress bar when stderr is not a terminal) shows what runs and how it went
+        step = f"recon demo: [{number}/{len(jobs)}] {label} data: {name} at {accel}x"
+        print(f"{step} ...", flush=True)
+        started = time.perf_counter()
         method, preprocessing = methods[name]
         if hasattr(method, "to"):
             method = method.to(device)
@@ -148,6 +152,7 @@ def _run_set(
             raise CLIError(f"{name} at {accel}x failed on {len(summary.failed)} file(s); see above")
         result = evaluate_dirs(data_dir, pred_dir, progress=False)
         mean = {metric: value[0] for metric, value in result.mean().items()}
+        print(f"{step}: SSIM {mean['SSIM']:.4f}, PSNR {mean['PSNR']:.2f} dB ({time.perf_counter() - started:.1f} s)")
         table.append((name, accel, mean, summary.seconds / max(summary.slices, 1)))
         all_rows += csv_rows(result, data=label, method=name, acceleration=accel)
     return table, all_rows
@@ -172,8 +177,8 @@ def run(args: argparse.Namespace) -> int:
     if args.volumes < 1 or args.slices < 1 or args.coils < 1 or args.size < 16:
         raise CLIError("--volumes, --slices, --coils must be >= 1 and --size >= 16")
     started = time.perf_counter()
+    device = resolve_device(args.device)  # before the output folder is made
     out = check_writable_dir(args.out)
-    device = resolve_device(args.device)
     methods = _load_methods(list(dict.fromkeys(args.methods)))
     if not methods:
         raise CLIError("no method left to run")

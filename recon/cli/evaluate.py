@@ -6,7 +6,9 @@ and predictions are submission files (``reconstruction``), matched by file name.
 target volume; the table's last row is the mean over volumes (``+/-`` one sample standard deviation). Unlike
 fastMRI's script, shapes must match exactly (no square crop): a mismatch is reported, not silently cropped.
 
-A pair that cannot be scored costs one error line naming the file; the others are still scored. The exit status is 1
+With several ``--predictions`` folders (one per method or setting) the table has one row per folder: the mean over
+its volumes and the method / mask read from its provenance. A pair that cannot be scored costs one error line naming
+the file; the others are still scored. The exit status is 1
 when no pair could be scored, else 0 (with ``--strict``: 3 when any file had a problem).
 """
 
@@ -31,6 +33,8 @@ DESCRIPTION = __doc__.split("\n\n", 1)[1].replace("``", "").replace(":mod:`recon
 EXAMPLES = """\
   recon evaluate --targets data/ --predictions out/cirim
   recon evaluate --targets data/ --predictions out/cirim --csv cirim.csv
+  # several methods: one row per folder (mean over volumes), settings from each folder's provenance
+  recon evaluate --targets data/ --predictions out/zf out/cs out/cirim --csv all.csv
 """
 
 TARGET_KEYS = ("reconstruction_rss", "reconstruction_esc", "reconstruction")
@@ -40,7 +44,13 @@ METRICS = ("SSIM", "PSNR", "NMSE")
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--targets", type=Path, required=True, help="folder of reference files (or one file)")
-    parser.add_argument("--predictions", type=Path, required=True, help="folder of submission files (or one file)")
+    parser.add_argument(
+        "--predictions",
+        type=Path,
+        nargs="+",
+        required=True,
+        help="folder(s) of submission files (or files); several give one table with a row per folder",
+    )
     parser.add_argument("--csv", type=Path, help="also write the per-volume table (and the mean) to this CSV file")
     parser.add_argument("--strict", action="store_true", help="exit with status 3 when any file had a problem")
 
@@ -219,13 +229,76 @@ def csv_rows(result: Evaluation, **extra: object) -> list[dict[str, object]]:
     return rows
 
 
+def settings_label(predictions: Path) -> str:
+    """``"cirim, equispaced 8x"``: method and undersampling from the provenance of the first prediction in a folder
+    (``"-"`` when it has none: written by an older recon or another tool)."""
+    from recon.provenance import read_provenance
+
+    files = [predictions] if predictions.is_file() else sorted(predictions.glob("*.h5"))
+    try:
+        record = read_provenance(files[0]) if files else None
+    except (OSError, ValueError):
+        record = None
+    if record is None:
+        return "-"
+    mask = record.get("mask")
+    if mask == "file":
+        return f"{record.get('method')}, file mask"
+    accel = record.get("acceleration")
+    accel_text = f"{accel:g}x" if isinstance(accel, int | float) else f"{accel}x"
+    extra = f" lambda {record['cs_lambda']:g}" if "cs_lambda" in record else ""
+    return f"{record.get('method')}{extra}, {mask} {accel_text}"
+
+
+def format_comparison(results: dict[str, tuple[str, Evaluation]]) -> str:
+    """One row per prediction folder: volumes, slices and the mean SSIM / PSNR / NMSE over volumes."""
+    width = max([len("predictions"), *(len(name) for name in results)])
+    swidth = max([len("settings"), *(len(settings) for settings, _ in results.values())])
+    header = (
+        f"{'predictions':<{width}}  {'settings':<{swidth}}  {'volumes':>7}  {'slices':>6}  "
+        f"{'SSIM':>7}  {'PSNR':>7}  {'NMSE':>8}"
+    )
+    lines = [header, "-" * len(header)]
+    for name, (settings, result) in results.items():
+        mean = result.mean()
+        slices = int(sum(row["slices"] for row in result.rows.values()))
+        lines.append(
+            f"{name:<{width}}  {settings:<{swidth}}  {len(result.rows):>7}  {slices:>6}  {mean['SSIM'][0]:>7.4f}  "
+            f"{mean['PSNR'][0]:>7.2f}  {mean['NMSE'][0]:>8.5f}"
+        )
+    return "\n".join(lines)
+
+
 def run(args: argparse.Namespace) -> int:
-    result = evaluate_dirs(args.targets, args.predictions)
-    if not result.rows:
-        raise CLIError(f"nothing to evaluate: no prediction in {args.predictions} could be scored")
-    print(format_table(result))
+    folders = list(dict.fromkeys(args.predictions))
+    if len(folders) == 1:
+        result = evaluate_dirs(args.targets, folders[0])
+        if not result.rows:
+            raise CLIError(f"nothing to evaluate: no prediction in {folders[0]} could be scored")
+        print(format_table(result))
+        sys.stdout.flush()
+        if args.csv is not None:
+            write_csv(csv_rows(result), args.csv)
+            print(f"wrote {args.csv}")
+        return 3 if result.problems and args.strict else 0
+    results: dict[str, tuple[str, Evaluation]] = {}
+    problems = False
+    for folder in folders:
+        result = evaluate_dirs(args.targets, folder)
+        problems = problems or bool(result.problems)
+        if not result.rows:
+            error_line("evaluate", f"{folder}: no prediction could be scored; left out of the table")
+            problems = True
+            continue
+        results[str(folder)] = (settings_label(folder), result)
+    if not results:
+        raise CLIError(f"nothing to evaluate: no prediction in {', '.join(map(str, folders))} could be scored")
+    print(format_comparison(results))
     sys.stdout.flush()
     if args.csv is not None:
-        write_csv(csv_rows(result), args.csv)
+        rows = [
+            row for name, (settings, r) in results.items() for row in csv_rows(r, predictions=name, settings=settings)
+        ]
+        write_csv(rows, args.csv)
         print(f"wrote {args.csv}")
-    return 3 if result.problems and args.strict else 0
+    return 3 if problems and args.strict else 0

@@ -1,8 +1,10 @@
 """``recon figure``: a PNG comparing reconstructions of one slice with the target and the zero-filled image.
 
-INPUT is the original fastMRI-style file (the target comes from it, and the zero-filled image is recomputed from it
-with the same mask options as ``recon predict``, so use the same ``--mask`` / ``--acceleration`` /
-``--center-fraction`` / ``--seed``); each PREDICTION is a submission file of the same volume. Panels: target,
+INPUT is the original fastMRI-style file (the target comes from it, and the zero-filled image is recomputed from it);
+each PREDICTION is a submission file of the same volume. The zero-filled image uses the mask recorded in the
+predictions' provenance (written by ``recon predict``): predictions that disagree on mask type, acceleration, centre
+fraction or seed are refused, as is a mask option that contradicts them. Predictions without provenance (older
+recon) fall back to the mask options (with a warning), so pass those ``recon predict`` used. Panels: target,
 zero-filled, each reconstruction (SSIM / PSNR in the titles) and their error maps (NMSE). Files without a target
 (test files) get the images only.
 """
@@ -10,16 +12,17 @@ zero-filled, each reconstruction (SSIM / PSNR in the titles) and their error map
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
-from recon.cli._common import CLIError, add_mask_arguments, mask_func_from_args
+from recon.cli._common import MASK_DEFAULTS, CLIError, add_mask_arguments, mask_func_from_args
 
 HELP = "PNG panels: target, zero-filled, reconstruction(s), error maps"
 DESCRIPTION = __doc__.split("\n\n", 1)[1].replace("``", "")
 EXAMPLES = """\
   recon figure data/file1.h5 out/cirim/file1.h5 --out file1.png
   recon figure data/file1.h5 out/cs/file1.h5 out/cirim/file1.h5 --labels CS CIRIM --slice 3 --out cmp.png
-  recon figure data/file1.h5 out8x/rim/file1.h5 --acceleration 8 --center-fraction 0.04 --out rim8x.png
+  recon figure data/file1.h5 out8x/rim/file1.h5 --out rim8x.png    # the 8x mask comes from the prediction
 """
 
 
@@ -29,13 +32,70 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, required=True, help="output .png")
     parser.add_argument("--labels", nargs="+", help="panel labels (default: each prediction's folder name)")
     parser.add_argument("--slice", type=int, help="slice index (default: the middle slice)")
-    add_mask_arguments(parser)
+    add_mask_arguments(parser, defaults_from="the predictions' provenance")
+
+
+def mask_settings_for(args: argparse.Namespace, predictions: list[Path]) -> argparse.Namespace:
+    """The mask options to redraw the zero-filled image with: those recorded in the predictions' provenance.
+
+    Raises:
+        CLIError: When predictions disagree on the undersampling, when a given mask option contradicts their
+            record, or when a record cannot be read; names the files and settings.
+    """
+    from recon.inference import MASK_TYPES
+    from recon.provenance import mask_settings, read_provenance
+
+    options = ("mask", "acceleration", "center_fraction", "seed")
+    recorded: list[tuple[Path, dict[str, object]]] = []
+    unrecorded: list[Path] = []
+    for path in predictions:
+        try:
+            record = read_provenance(path) if path.is_file() else None
+        except (OSError, ValueError) as err:
+            raise CLIError(f"{path}: cannot read its provenance ({err})") from None
+        if record is None:
+            unrecorded.append(path)
+        else:
+            recorded.append((path, mask_settings(record)))
+    for path, settings in recorded[1:]:
+        if settings != recorded[0][1]:
+            first, first_settings = recorded[0]
+            raise CLIError(
+                f"{path}: undersampled differently from {first} ({_show(settings)} vs {_show(first_settings)}); "
+                "one figure compares reconstructions of one mask, draw one figure per mask"
+            )
+    given = {key: getattr(args, key) for key in options if getattr(args, key) is not None}
+    if not recorded:
+        if unrecorded:
+            used = {**MASK_DEFAULTS, **given}
+            print(
+                f"recon figure: warning: {unrecorded[0]} has no provenance (older recon); the zero-filled panel uses "
+                f"the mask options ({_show(used)}): pass those recon predict used",
+                file=sys.stderr,
+            )
+        return argparse.Namespace(**{**MASK_DEFAULTS, **given})
+    path, settings = recorded[0]
+    if unrecorded:
+        print(f"recon figure: warning: {unrecorded[0]} has no provenance; assuming the mask of {path}", file=sys.stderr)
+    if settings.get("mask") == "file":  # the input's own mask is used whatever the options say
+        return argparse.Namespace(**{**MASK_DEFAULTS, **given})
+    for key, value in given.items():
+        if key in settings and settings[key] != value:
+            option = "--" + key.replace("_", "-")
+            raise CLIError(f"{option} {value} contradicts the provenance of {path} ({key} {settings[key]!r})")
+    if settings.get("mask") not in MASK_TYPES or not all(isinstance(settings.get(k), int | float) for k in options[1:]):
+        raise CLIError(f"{path}: its recorded mask ({_show(settings)}) cannot be redrawn by recon figure")
+    return argparse.Namespace(**settings)
+
+
+def _show(settings: dict[str, object]) -> str:
+    return ", ".join(f"{key} {value}" for key, value in settings.items())
 
 
 def run(args: argparse.Namespace) -> int:
     from recon.cli.evaluate import PairError, read_image_volume
     from recon.data.mri_data import FastMRIDataError
-    from recon.figures import comparison_figure
+    from recon.figures import comparison_figure, mask_image
     from recon.inference import load_volume, zero_filled_volume
 
     labels = args.labels or [p.resolve().parent.name for p in args.predictions]
@@ -43,8 +103,9 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError(f"--labels gives {len(labels)} labels for {len(args.predictions)} predictions")
     if len(set(labels)) != len(labels):
         raise CLIError(f"labels must be distinct; got {labels} (pass --labels)")
+    settings = mask_settings_for(args, args.predictions)
     try:
-        volume = load_volume(args.input, mask_func_from_args(args), args.seed)
+        volume = load_volume(args.input, mask_func_from_args(settings), settings.seed)
     except FastMRIDataError as err:
         raise CLIError(str(err)) from None
     zero_filled = zero_filled_volume(volume)
@@ -66,12 +127,15 @@ def run(args: argparse.Namespace) -> int:
     if target is not None and target.shape != zero_filled.shape:
         target = None  # a target of another size (unusual header) cannot be compared pixel by pixel
     accel = volume.mask.numel() / max(float(volume.mask.sum()), 1.0)
+    nominal = f"{settings.mask} {settings.acceleration:g}x, " if volume.retrospective else "the file's mask, "
     path = comparison_figure(
         None if target is None else target[index],
         {label: image[index] for label, image in images.items()},
         args.out,
-        title=f"{args.input.name}  slice {index}  ({accel:.1f}x)",
+        title=f"{args.input.name}  slice {index}  ({nominal}sampled {accel:.1f}x)",
         maxval=None if target is None else float(target.max()),
+        mask=mask_image(volume.mask),
+        zoom="auto",
     )
     print(f"wrote {path}")
     return 0

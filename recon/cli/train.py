@@ -143,6 +143,7 @@ def run(args: argparse.Namespace) -> int:
     """Train; returns 0 on success (user errors raise :class:`recon.cli._common.CLIError`)."""
     import torch
 
+    from recon.cli._common import resolve_device
     from recon.config import save_config
     from recon.data.mri_data import FastMRIDataError
     from recon.training.data import SliceMaskDataset, make_validator
@@ -158,6 +159,8 @@ def run(args: argparse.Namespace) -> int:
     if not args.resume and (run_dir / "last").exists():
         raise _fail(f"{run_dir}: already holds a run; pass --resume to continue it or choose another --out")
     config = _resolve_config(args)
+    if config.train.device is not None:  # a missing GPU is one line before the run folder is made
+        resolve_device(config.train.device)
     for flag, folder in (("--data", args.data), ("--val", args.val)):
         if folder is not None and not folder.is_dir():
             raise _fail(f"{folder}: {flag} must be a folder of .h5 files")

@@ -21,31 +21,13 @@ import torch
 
 from recon._atomic import atomic_write
 from recon.data.keys import FastMRIKey
+from recon.ops import center_crop  # re-exported: the one centre crop (recon.ops._shapes)
+from recon.provenance import write_provenance
 
 __all__ = ["center_crop", "save_reconstructions"]
 
 ArrayLike = np.ndarray | torch.Tensor
 CropSize = tuple[int, int] | Sequence[int]
-
-
-def center_crop(volume: np.ndarray, crop_size: CropSize) -> np.ndarray:
-    """Centre-crop the last two dimensions to ``crop_size = (h, w)`` (fastMRI's ``center_crop``: the crop starts at
-    ``(size - crop) // 2``).
-
-    Args:
-        volume: Array ``[..., H, W]``.
-        crop_size: ``(h, w)`` with ``h <= H`` and ``w <= W``.
-
-    Returns:
-        A view ``[..., h, w]``.
-    """
-    h, w = (int(c) for c in crop_size)
-    height, width = volume.shape[-2:]
-    if not (0 < h <= height and 0 < w <= width):
-        raise ValueError(f"crop size {(h, w)} must be positive and fit in the image size {(height, width)}")
-    top = (height - h) // 2
-    left = (width - w) // 2
-    return volume[..., top : top + h, left : left + w]
 
 
 def _to_numpy(fname: str, recon: ArrayLike) -> np.ndarray:
@@ -74,6 +56,7 @@ def save_reconstructions(
     reconstructions: Mapping[str, ArrayLike],
     out_dir: str | os.PathLike,
     crop_size: CropSize | Mapping[str, CropSize] | None = None,
+    attrs: Mapping[str, object] | None = None,
 ) -> list[Path]:
     """Save one ``reconstruction`` file per volume (fastMRI submission format), atomically.
 
@@ -84,6 +67,8 @@ def save_reconstructions(
         crop_size: Centre-crop ``(h, w)`` applied to every volume, or a map from file name to its crop size (e.g.
             ``{info.fname: info.recon_size}`` from :class:`recon.data.mri_data.VolumeInfo`), or ``None`` to write
             the volumes as given.
+        attrs: Provenance record stored in every file's root attributes
+            (:func:`recon.provenance.write_provenance`), written in the same atomic step as the data.
 
     Returns:
         The written paths, in the order of ``reconstructions``.
@@ -111,6 +96,8 @@ def save_reconstructions(
         def write(tmp_name: str, volume: np.ndarray = volume) -> None:
             with h5py.File(tmp_name, "w") as hf:
                 hf.create_dataset(str(FastMRIKey.RECONSTRUCTION), data=np.ascontiguousarray(volume, dtype=np.float32))
+                if attrs is not None:
+                    write_provenance(hf, attrs)
 
         atomic_write(target, write)
     return list(prepared)

@@ -1,5 +1,6 @@
 """MRI operators: centred FFTs, coil sensitivities and the multi-coil forward model (complex64 tensors)."""
 
+from recon.ops._shapes import center_crop
 from recon.ops.coils import estimate_sens_maps, rss, sens_expand, sens_reduce
 from recon.ops.fft import fft2c, ifft2c, to_complex, to_real_pair
 from recon.ops.forward import (
@@ -12,6 +13,7 @@ from recon.ops.forward import (
 )
 
 __all__ = [
+    "center_crop",
     "conjugate_gradient",
     "estimate_sens_maps",
     "fft2c",

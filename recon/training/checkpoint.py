@@ -12,9 +12,6 @@ import dataclasses
 import enum
 import json
 import os
-import shutil
-import tempfile
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +19,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from recon._atomic import atomic_write
+from recon._atomic import atomic_dir, atomic_write
 
 __all__ = ["load_checkpoint", "load_model", "save_checkpoint"]
 
@@ -43,10 +40,6 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, os.PathLike):
         return os.fspath(value)
     return value
-
-
-def _atomic_write(path: Path, write: Callable[[str], None]) -> None:
-    atomic_write(path, write)
 
 
 def save_checkpoint(
@@ -74,36 +67,21 @@ def save_checkpoint(
     Returns:
         The checkpoint path.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp_dir = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
-    try:
-        tensors = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
-        _atomic_write(tmp_dir / WEIGHTS, lambda f: save_file(tensors, f))
-        meta = {"model": model_name, "model_config": _jsonable(model_config), "step": step, **_jsonable(extra or {})}
-        text = json.dumps(meta, indent=2, sort_keys=True)
-        _atomic_write(tmp_dir / CONFIG, lambda f: Path(f).write_text(text))
-        state = {
-            "step": step,
-            "optimizer": None if optimizer is None else optimizer.state_dict(),
-            "scheduler": None if scheduler is None else scheduler.state_dict(),
-        }
-        _atomic_write(tmp_dir / STATE, lambda f: torch.save(state, f))
-        old = None
-        if path.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))
-            os.replace(path, old / path.name)
-        os.replace(tmp_dir, path)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    finally:
-        if tmp_dir.exists():
-            shutil.rmtree(tmp_dir, ignore_errors=True)
-    return path
+    tensors = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
+    meta = {"model": model_name, "model_config": _jsonable(model_config), "step": step, **_jsonable(extra or {})}
+    text = json.dumps(meta, indent=2, sort_keys=True)
+    state = {
+        "step": step,
+        "optimizer": None if optimizer is None else optimizer.state_dict(),
+        "scheduler": None if scheduler is None else scheduler.state_dict(),
+    }
 
+    def fill(folder: Path) -> None:
+        atomic_write(folder / WEIGHTS, lambda f: save_file(tensors, f))
+        atomic_write(folder / CONFIG, lambda f: Path(f).write_text(text))
+        atomic_write(folder / STATE, lambda f: torch.save(state, f))
 
-def _model_config_from_json(cfg: dict[str, Any]) -> dict[str, Any]:
-    return {k: tuple(v) if isinstance(v, list) else v for k, v in cfg.items()}
+    return atomic_dir(path, fill)
 
 
 def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
@@ -112,13 +90,11 @@ def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu"
     Returns:
         ``(model, metadata)`` where metadata is the parsed ``config.json``.
     """
-    from recon.models import create_model
+    from recon.models import build_model
 
     path = Path(path)
     meta = json.loads((path / CONFIG).read_text())
-    model = create_model(meta["model"], **_model_config_from_json(meta["model_config"]))
-    model.load_state_dict(load_file(path / WEIGHTS, device=str(map_location)))
-    return model, meta
+    return build_model(meta["model"], meta["model_config"], load_file(path / WEIGHTS, device=str(map_location))), meta
 
 
 def load_checkpoint(

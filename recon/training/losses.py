@@ -13,6 +13,8 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
+from recon.ops import center_crop  # re-exported for the training loop: the one centre crop (recon.ops._shapes)
+
 __all__ = ["center_crop", "l1_loss", "ssim_loss", "step_weights", "weighted_prediction_loss"]
 
 WIN_SIZE = 7
@@ -26,20 +28,6 @@ def step_weights(n: int) -> torch.Tensor:
         raise ValueError(f"need at least one step; got {n}")
     w = torch.logspace(-1, 0, n, dtype=torch.float64)
     return w / w.sum()
-
-
-def center_crop(x: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
-    """Centre crop of the last two dimensions ``[..., H, W] -> [..., h, w]`` (fastMRI's offsets ``(H - h) // 2``).
-
-    Raises:
-        ValueError: if ``shape`` is larger than the input.
-    """
-    h, w = int(shape[0]), int(shape[1])
-    height, width = x.shape[-2:]
-    if h > height or w > width:
-        raise ValueError(f"cannot centre-crop [..., {height}, {width}] to the larger [{h}, {w}]")
-    top, left = (height - h) // 2, (width - w) // 2
-    return x[..., top : top + h, left : left + w]
 
 
 def _as_batch(x: torch.Tensor) -> torch.Tensor:

@@ -33,3 +33,124 @@ def test_failed_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path: Path)
         atomic_write(target, fail)
     assert target.read_text() == "old"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.txt"]
+
+
+@pytest.fixture
+def umask_022():
+    old = os.umask(0o022)
+    yield
+    os.umask(old)
+
+
+def test_atomic_dir_gets_normal_permissions_and_replaces_the_old_folder(tmp_path: Path, umask_022) -> None:
+    from recon._atomic import atomic_dir
+
+    target = tmp_path / "ckpt"
+    target.mkdir()
+    (target / "stale.txt").write_text("old")
+    atomic_dir(target, lambda folder: (folder / "a.txt").write_text("new"))
+    assert target.stat().st_mode & 0o777 == 0o755
+    assert sorted(p.name for p in target.iterdir()) == ["a.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"]  # no temporary or old folder left
+
+
+def test_failed_atomic_dir_keeps_the_old_folder(tmp_path: Path) -> None:
+    from recon._atomic import atomic_dir
+
+    target = tmp_path / "ckpt"
+    target.mkdir()
+    (target / "a.txt").write_text("old")
+
+    def fail(folder: Path) -> None:
+        (folder / "a.txt").write_text("half")
+        raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError):
+        atomic_dir(target, fail)
+    assert (target / "a.txt").read_text() == "old" and sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"]
+
+
+def test_config_and_checkpoint_get_normal_permissions(tmp_path: Path, umask_022) -> None:
+    """config.yaml was owner-only (mkstemp without chmod) and checkpoint folders 0700 (mkdtemp)."""
+    from recon.config import load_config, save_config
+    from recon.models import create_model
+    from recon.training import save_checkpoint
+
+    repo = Path(__file__).resolve().parents[2]
+    path = save_config(load_config(repo / "configs" / "recon" / "rim.yaml"), tmp_path / "run" / "config.yaml")
+    assert path.stat().st_mode & 0o777 == 0o644
+    config = {"num_steps": 1, "hidden_channels": 2}
+    ckpt = save_checkpoint(tmp_path / "run" / "last", create_model("rim", **config), "rim", config)
+    assert ckpt.stat().st_mode & 0o777 == 0o755
+    assert {p.name: p.stat().st_mode & 0o777 for p in ckpt.iterdir()} == {
+        "model.safetensors": 0o644,
+        "config.json": 0o644,
+        "state.pt": 0o644,
+    }
+
+
+def test_finetune_checkpoints_get_normal_permissions(tmp_path: Path, umask_022) -> None:
+    from torch import nn
+
+    from recvision.finetune import save_checkpoint
+
+    save_checkpoint(tmp_path, nn.Linear(2, 2), {"model": "linear", "epoch": 1}, best=True)
+    modes = {p.name: p.stat().st_mode & 0o777 for p in tmp_path.iterdir()}
+    assert modes and set(modes.values()) == {0o644} and not any(name.startswith(".") for name in modes)
+
+
+def _slow_writer(payload: bytes, started, release):
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as fh:
+            fh.write(payload[: len(payload) // 2])
+            fh.flush()
+            started.set()
+            release.wait(5)  # both writers are now half-way through their own temporary files
+            fh.write(payload[len(payload) // 2 :])
+
+    return write
+
+
+@pytest.mark.parametrize("writer", ["recon", "recvision"])
+def test_two_concurrent_writers_never_mix(tmp_path: Path, writer: str) -> None:
+    """Two writers of the same target at once: the result is one of the two whole files, never a blend, and no
+    temporary is left (finetune's fixed `.{name}.tmp` made the second writer write into the first one's file)."""
+    import threading
+
+    from recvision.finetune import _atomic_write as finetune_write
+
+    target = tmp_path / "out.bin"
+    payloads = [b"A" * 100_000, b"B" * 100_000]
+    started = [threading.Event(), threading.Event()]
+    release = threading.Event()
+    errors: list[BaseException] = []
+
+    def run(index: int) -> None:
+        write = _slow_writer(payloads[index], started[index], release)
+        try:
+            if writer == "recon":
+                atomic_write(target, write)
+            else:
+                finetune_write(target, lambda tmp: write(str(tmp)))
+        except BaseException as err:  # noqa: BLE001 - reported below
+            errors.append(err)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(2)]
+    for thread in threads:
+        thread.start()
+    assert all(event.wait(5) for event in started)
+    release.set()
+    for thread in threads:
+        thread.join(10)
+    assert not errors
+    assert target.read_bytes() in payloads
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.bin"]
+
+
+def test_finetune_does_not_import_the_mri_stack() -> None:
+    import subprocess
+    import sys
+
+    code = "import sys, recvision.finetune; print(sorted(m for m in sys.modules if m.startswith('recon')))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"  # recon._atomic is imported lazily, at the first write

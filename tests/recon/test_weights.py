@@ -71,3 +71,12 @@ def test_loads_in_eval_mode_runs_and_beats_zero_filled(name: str, held_out: Path
     assert pred.shape == volume.target.shape and torch.isfinite(pred).all()
     target = volume.target
     assert ssim(target, pred) > ssim(target, zf) + 0.05
+
+
+def test_one_list_of_model_names() -> None:
+    from recon.inference import MODEL_NAMES as inference_names
+    from recon.models import MODEL_NAMES, MODELS, list_models
+
+    assert inference_names is MODEL_NAMES and set(MODEL_NAMES) == set(MODELS) == set(list_models())
+    assert MODEL_NAMES[0] == "cirim"  # the command line's default and first choice
+    assert set(default_model_names()) == set(MODEL_NAMES)

@@ -161,6 +161,9 @@ def test_demo_end_to_end_small(tmp_path: Path, run_cli, tiny_checkpoint: Path, m
     real = [r for r in rows if r["data"] == "real" and r["volume"] != "mean"]
     assert all("epi_heldout" in r["volume"] for r in real)
     assert "real-anatomy volume (epi_heldout" in stdout
+    # progress readable in a log: one line per method and acceleration as it starts, and its result
+    assert "recon demo: [1/6] phantom data: zero-filled at 4x ...\n" in stdout
+    assert "recon demo: [6/6] real data: cirim at 8x: SSIM " in stdout
     # a rerun in the same folder works and does not mix old outputs in
     code, _, err = run_cli("demo", *args, "--methods", "zero-filled", "--accelerations", "4")
     assert code == 0 and err == ""
