@@ -73,6 +73,9 @@ class DataConfig:
         crop: ``[h, w]`` centre crop applied to predictions and targets in the loss and the validation SSIM;
             ``None`` uses the recon matrix of each file (the stored target's size, as fastMRI evaluates).
         challenge: ``"multicoil"`` (the models need coil maps, so single-coil data is refused).
+        noise_floor: report ``sqrt(|x|^2 + b^2)`` instead of ``|x|``, with ``b`` the noise floor of the RSS target
+            measured on the input k-space (:mod:`recon.ops.noise`); trained and used with it, the model estimates
+            the noise-free image and the floor term accounts for the noise in fastMRI's RSS target.
     """
 
     mask_types: list[str] = field(default_factory=lambda: ["equispaced_fraction", "random"])
@@ -82,6 +85,7 @@ class DataConfig:
     normalize: str = "max"
     crop: list[int] | None = None
     challenge: str = "multicoil"
+    noise_floor: bool = False
 
     def __post_init__(self) -> None:
         self.mask_types = list(self.mask_types)

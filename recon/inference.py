@@ -43,6 +43,7 @@ from recon.models import MODEL_NAMES  # re-exported: the one list of model names
 from recon.ops import center_crop
 from recon.ops.coils import estimate_sens_maps, rss
 from recon.ops.fft import ifft2c
+from recon.ops.noise import add_noise_floor, rss_noise_floor
 
 __all__ = [
     "BASELINES",
@@ -80,10 +81,13 @@ class Preprocessing:
     Attributes:
         sens_method: Coil maps, ``"acs"`` or ``"espirit"`` (:func:`recon.ops.coils.estimate_sens_maps`).
         normalize: Scale statistic of the zero-filled RSS image, ``"max"`` or ``"mean"``.
+        noise_floor: report ``sqrt(|x|^2 + b^2)`` with ``b`` the RSS noise floor measured on the input
+            (:mod:`recon.ops.noise`), for models trained that way (``DataConfig.noise_floor``).
     """
 
     sens_method: str = "acs"
     normalize: str = "max"
+    noise_floor: bool = False
 
     def __post_init__(self) -> None:
         if self.sens_method not in ("acs", "espirit"):
@@ -97,7 +101,7 @@ class Preprocessing:
         if data is None:
             return cls()
         get = data.get if isinstance(data, dict) else lambda key, default: getattr(data, key, default)
-        return cls(str(get("sens_method", "acs")), str(get("normalize", "max")))
+        return cls(str(get("sens_method", "acs")), str(get("normalize", "max")), bool(get("noise_floor", False)))
 
 
 def build_mask_func(mask_type: str, acceleration: float, center_fraction: float) -> MaskFunc:
@@ -299,7 +303,10 @@ def reconstruct_volume(
             kspace, scale = _normalise(volume.masked_kspace[start : start + batch_size].to(device), prep.normalize)
             sens = estimate_sens_maps(kspace, volume.num_low_frequencies, method=prep.sens_method, acs_region=region)
             image = reconstructor(kspace, mask, sens)
-            magnitude = image.abs() if torch.is_complex(image) else image
+            if prep.noise_floor:
+                magnitude = add_noise_floor(image, rss_noise_floor(kspace, mask))
+            else:
+                magnitude = image.abs() if torch.is_complex(image) else image
             outputs.append((magnitude * scale[:, None, None]).float().cpu())
     recon = torch.cat(outputs).numpy()
     return np.ascontiguousarray(center_crop(recon, volume.info.recon_size), dtype=np.float32)

@@ -386,6 +386,8 @@ def method_provenance(
             record["cs_iterations"] = int(iterations if cs_iterations is None else cs_iterations)
     record["sens_method"] = prep.sens_method
     record["normalize"] = prep.normalize
+    if prep.noise_floor:
+        record["noise_floor"] = True
     return record
 
 

@@ -11,8 +11,12 @@ from recon.ops.forward import (
     sense_forward,
     sense_normal,
 )
+from recon.ops.noise import add_noise_floor, estimate_noise_std, rss_noise_floor
 
 __all__ = [
+    "add_noise_floor",
+    "estimate_noise_std",
+    "rss_noise_floor",
     "center_crop",
     "conjugate_gradient",
     "estimate_sens_maps",

@@ -37,6 +37,7 @@ from recon.data.subsample import (
 from recon.data.transforms import KspaceNormalize
 from recon.metrics import nmse, psnr, ssim
 from recon.ops.coils import estimate_sens_maps
+from recon.ops.noise import add_noise_floor, rss_noise_floor
 from recon.training.losses import center_crop
 
 __all__ = ["SliceMaskDataset", "make_validator", "prepare_inputs", "reconstruct"]
@@ -60,7 +61,8 @@ def prepare_inputs(
             estimates them.
 
     Returns:
-        ``{"masked_kspace": y / scale [C, H, W], "mask": [1, 1, W], "sens_maps": [C, H, W], "scale": float}``.
+        ``{"masked_kspace": y / scale [C, H, W], "mask": [1, 1, W], "sens_maps": [C, H, W], "scale": float}``, plus
+        ``"noise_floor"`` (a float, in the units of ``y / scale``) when ``data.noise_floor`` is set.
     """
     if not torch.is_complex(masked_kspace) or masked_kspace.ndim != 3:
         raise ValueError(
@@ -78,7 +80,10 @@ def prepare_inputs(
     if sens_maps is None:
         sens_maps = estimate_sens_maps(masked_kspace, int(num_low_frequencies), method=data.sens_method)
     scale = KspaceNormalize(mode=data.normalize).compute_scale(masked_kspace)
-    return {"masked_kspace": masked_kspace / scale, "mask": mask, "sens_maps": sens_maps, "scale": scale}
+    inputs = {"masked_kspace": masked_kspace / scale, "mask": mask, "sens_maps": sens_maps, "scale": scale}
+    if data.noise_floor:
+        inputs["noise_floor"] = float(rss_noise_floor(inputs["masked_kspace"], mask))
+    return inputs
 
 
 def reconstruct(
@@ -114,7 +119,10 @@ def reconstruct(
                 inputs["mask"].unsqueeze(0).to(device),
                 inputs["sens_maps"].unsqueeze(0).to(device),
             )
-            out.append(image[0].abs().float().cpu() * inputs["scale"])
+            magnitude = (
+                image[0].abs() if "noise_floor" not in inputs else add_noise_floor(image, inputs["noise_floor"])[0]
+            )
+            out.append(magnitude.float().cpu() * inputs["scale"])
     images = torch.stack(out)
     return images[0] if single else images
 
@@ -240,9 +248,10 @@ def make_validator(dataset: SliceMaskDataset) -> Callable[[nn.Module], dict[str,
                 item["masked_kspace"].unsqueeze(0).to(device),
                 item["mask"].unsqueeze(0).to(device),
                 item["sens_maps"].unsqueeze(0).to(device),
-            )[0]
+            )
+            image = add_noise_floor(image, item["noise_floor"])[0] if "noise_floor" in item else image[0].abs()
             target = item["target"]
-            preds[item["fname"]][item["slice_num"]] = center_crop(image.abs().cpu(), target.shape) * item["scale"]
+            preds[item["fname"]][item["slice_num"]] = center_crop(image.cpu(), target.shape) * item["scale"]
             targets[item["fname"]][item["slice_num"]] = target * item["scale"]
         scores = []
         for fname, by_slice in preds.items():

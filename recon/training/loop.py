@@ -36,6 +36,7 @@ import torch.distributed as dist
 from torch import nn
 from tqdm.auto import tqdm
 
+from recon.ops.noise import add_noise_floor
 from recon.training.checkpoint import load_checkpoint, save_checkpoint
 from recon.training.losses import center_crop, weighted_prediction_loss
 
@@ -161,7 +162,8 @@ def _unpack(item: Any) -> tuple[torch.Tensor, ...]:
         missing = [k for k in KEYS if k not in item]
         if missing:
             raise KeyError(f"dataset items lack keys {missing}; need {list(KEYS)}")
-        return tuple(torch.as_tensor(item[k]) for k in KEYS)
+        floor = (torch.as_tensor(item["noise_floor"], dtype=torch.float32),) if "noise_floor" in item else ()
+        return tuple(torch.as_tensor(item[k]) for k in KEYS) + floor
     if isinstance(item, (tuple, list)) and len(item) == 4:
         return tuple(torch.as_tensor(x) for x in item)
     raise TypeError(f"dataset items must be mappings with keys {list(KEYS)} or 4-tuples; got {type(item).__name__}")
@@ -352,11 +354,13 @@ def train(
     bar = tqdm(total=config.max_steps, initial=step, desc="train", disable=not (config.progress and rank == 0))
     model.train()
     for batch in make_loader(dataset, config, step, rank, world):
-        kspace, mask, sens, target = (t.to(device) for t in batch)
+        kspace, mask, sens, target, *floor = (t.to(device) for t in batch)
         optimizer.zero_grad(set_to_none=True)
         with autocast():
             predictions = net(kspace, mask, sens)
         predictions = [[_to_target(p, target) for p in c] for c in predictions]
+        if floor:  # items with "noise_floor": the loss sees sqrt(|x|^2 + b^2), as inference reports
+            predictions = [[add_noise_floor(p, floor[0]) for p in c] for c in predictions]
         loss = weighted_prediction_loss(predictions, target, config.ssim_weight, config.l1_weight)
         loss.backward()
         if config.grad_clip is not None and config.grad_clip > 0:

@@ -129,3 +129,31 @@ def test_channels_last_same_function_as_contiguous():
 def test_bad_speed_settings(field, value):
     with pytest.raises(ValueError, match=field):
         TrainConfig(**{field: value})
+
+
+def test_noise_floor_items_reach_the_loss():
+    """Items with ``noise_floor`` are scored as sqrt(|x|^2 + b^2): a larger floor changes the first loss."""
+    data = tiny_dataset(n=1)
+    plain = train(_config(max_steps=1), data).losses[0]
+    zero = train(_config(max_steps=1), [{**it, "noise_floor": 0.0} for it in data]).losses[0]
+    floored = train(_config(max_steps=1), [{**it, "noise_floor": 0.3} for it in data]).losses[0]
+    assert zero == pytest.approx(plain, rel=1e-5) and floored != pytest.approx(plain, rel=1e-3)
+
+
+def test_slice_dataset_noise_floor_and_reconstruct(tmp_path):
+    from recon.config import DataConfig
+    from recon.data.synthetic import write_synthetic_dataset
+    from recon.models import create_model
+    from recon.training.data import SliceMaskDataset, reconstruct
+
+    write_synthetic_dataset(tmp_path, 1, 1, shape=(32, 32), num_coils=4, noise_std=0.02)
+    on, off = DataConfig(noise_floor=True), DataConfig()
+    item_on, item_off = SliceMaskDataset(tmp_path, on)[0], SliceMaskDataset(tmp_path, off)[0]
+    assert "noise_floor" not in item_off and item_on["noise_floor"] > 0
+    # the floor is in the units of the scaled target: about the RSS of the noise in its air
+    assert item_on["noise_floor"] == pytest.approx(float(item_on["target"][:3, :3].square().mean().sqrt()), rel=0.3)
+    torch.manual_seed(0)
+    model = create_model("rim", **TINY["rim"]).eval()
+    k, m = item_on["masked_kspace"] * item_on["scale"], item_on["mask"]
+    a, b = reconstruct(model, k, m, off), reconstruct(model, k, m, on)
+    assert torch.all(b >= a - 1e-6) and not torch.allclose(a, b)
