@@ -155,6 +155,30 @@ def test_combined_gating_is_the_sum_of_the_four_flipped_parallel_gatings():
     torch.testing.assert_close(out, (scores * expected)[:, :D], rtol=1e-12, atol=1e-12)
 
 
+def test_gate_form_complement_in_layer_and_backbone():
+    """The authors' P-mode gate form: every impl agrees with the cell-by-cell op on the same gates, the output
+    differs from the split form's, D-mode ignores the option, and the backbone passes it to every block."""
+    layer = randomize(PLSTM2D(32, 2, mode="P", impl="naive", gate_form="complement").double())
+    x = torch.randn(2, 5, 7, 32, dtype=torch.float64)
+    ref = layer(x)
+    for impl in ("combined", "auto", "chunk"):
+        layer.impl = impl
+        torch.testing.assert_close(layer(x), ref, rtol=1e-10, atol=1e-10, msg=impl)
+    layer.gate_form = "split"
+    assert (layer(x) - ref).abs().max() > 1e-3
+    torch.testing.assert_close(layer(x), reference_plstm_forward(layer, x, op="naive"), rtol=1e-10, atol=1e-10)
+    d_layer = randomize(PLSTM2D(32, 2, mode="D", impl="combined").double())
+    d_out = d_layer(x)
+    d_layer.gate_form = "complement"
+    torch.testing.assert_close(d_layer(x), d_out, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="gate_form"):
+        PLSTM2D(32, 2, gate_form="paper")
+    model = timm.create_model("test_plstm", gate_form="complement")
+    assert {b.plstm.gate_form for b in model.blocks} == {"complement"}
+    assert "gate_form='complement'" in repr(model.blocks[0].plstm)
+    assert {b.plstm.gate_form for b in timm.create_model("test_plstm").blocks} == {"split"}
+
+
 def _changed_cells(layer: PLSTM2D, x: torch.Tensor, cell: tuple[int, int]) -> torch.Tensor:
     x2 = x.clone()
     x2[:, cell[0], cell[1]] += 1.0
