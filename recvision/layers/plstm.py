@@ -60,7 +60,15 @@ from ..ops.plstm2d.block_scan import scan_plstm2d_blocks
 from ..ops.plstm2d.gates import P_GATE_FORMS
 from .lightnet import HeadRMSNorm
 
-__all__ = ["COMBINED_MAX_CELLS", "CPU_CHUNK_SIZE", "PLSTM_IMPLS", "PLSTM_MODES", "PLSTM2D", "check_plstm_impl"]
+__all__ = [
+    "COMBINED_MAX_CELLS",
+    "CPU_CHUNK_SIZE",
+    "CPU_HEADS_PER_CALL",
+    "PLSTM_IMPLS",
+    "PLSTM_MODES",
+    "PLSTM2D",
+    "check_plstm_impl",
+]
 
 PLSTM_MODES = ("P", "D")
 PLSTM_IMPLS = ("auto", "combined", "chunk", "parallel", "naive")
@@ -70,6 +78,9 @@ PLSTM_IMPLS = ("auto", "combined", "chunk", "parallel", "naive")
 # anti-diagonal scan and need fewer sequential chunk steps than the op's default 4; see benchmarks/README.md)
 COMBINED_MAX_CELLS = 256
 CPU_CHUNK_SIZE = 8
+# impl="auto" on the CPU, stacked form: the chunked op is called per orientation and group of this many heads, which
+# divides its peak working memory by 4 H / CPU_HEADS_PER_CALL at the cost of a few more (large) op calls
+CPU_HEADS_PER_CALL = 4
 
 # raw gate activations per mode, in the order of the gate projection's outputs
 _GATES = {
@@ -170,6 +181,9 @@ class PLSTM2D(nn.Module):
         self.impl = check_plstm_impl(impl)
         self.chunk_size = chunk_size
         self.gate_form = check_gate_form(gate_form)
+        # heads per op call in the stacked form (None: all orientations and heads in one call); "auto" on the CPU
+        # uses CPU_HEADS_PER_CALL, see _heads_per_call
+        self.heads_per_call: int | None = None
         n_types = len(_GATES[mode])
 
         self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias, **dd)
@@ -288,6 +302,13 @@ class PLSTM2D(nn.Module):
             return False
         return x.shape[1] * x.shape[2] <= COMBINED_MAX_CELLS
 
+    def _heads_per_call(self, q: torch.Tensor) -> int | None:
+        if self.heads_per_call is not None:
+            return self.heads_per_call
+        if self.impl == "auto" and q.device.type == "cpu":
+            return CPU_HEADS_PER_CALL
+        return None
+
     def _op(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, gates: dict[str, torch.Tensor]) -> torch.Tensor:
         if self.impl == "auto":
             chunk_size = self.chunk_size
@@ -311,9 +332,24 @@ class PLSTM2D(nn.Module):
         direct = torch.sigmoid(self.direct_bias).to(v.dtype).expand(B, X, Y, H)
         direct = torch.cat([direct, direct.new_zeros(3 * B, X, Y, H)], dim=0)
         gates = self._cell_gates(list(stacked), direct)
-        qkv4 = [_stack_orientations([t] * 4) for t in (q, k, v)]
-        out = self._op(*qkv4, gates).view(4, B, X, Y, H, D)
-        return unorient(out[0], 0) + unorient(out[1], 1) + unorient(out[2], 2) + unorient(out[3], 3)
+        heads_per_call = self._heads_per_call(q)
+        if heads_per_call is None:
+            qkv4 = [_stack_orientations([t] * 4) for t in (q, k, v)]
+            out = self._op(*qkv4, gates).view(4, B, X, Y, H, D)
+            return unorient(out[0], 0) + unorient(out[1], 1) + unorient(out[2], 2) + unorient(out[3], 3)
+        # one op call per orientation and group of heads: the op's working memory (chunk operators, boundary
+        # states) is proportional to the sequences in one call, and the calls are independent
+        total = None
+        for o in range(4):
+            q_o, k_o, v_o = (orient(t, o) for t in (q, k, v))
+            parts = []
+            for h in range(0, H, heads_per_call):
+                heads = slice(h, h + heads_per_call)
+                part = {name: g[o * B : (o + 1) * B, :, :, heads] for name, g in gates.items()}
+                parts.append(self._op(q_o[:, :, :, heads], k_o[:, :, :, heads], v_o[:, :, :, heads], part))
+            out = unorient(torch.cat(parts, dim=3) if len(parts) > 1 else parts[0], o)
+            total = out if total is None else total + out
+        return total
 
     def _combined(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kinds: torch.Tensor) -> torch.Tensor:
         """Sum of the four orientations as one gated attention-like product; ``q, k, v [B, X, Y, H, D]``, ``kinds

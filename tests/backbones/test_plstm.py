@@ -104,6 +104,20 @@ def test_layer_float32_auto_matches_frozen_reference(mode, grid):
         torch.testing.assert_close(got, want, rtol=0, atol=2e-5 * scale, msg=name)
 
 
+@pytest.mark.parametrize("heads_per_call", [1, 3])
+def test_stacked_form_split_into_op_calls_per_orientation_and_heads(heads_per_call):
+    """The stacked form called per orientation and group of heads (as ``impl="auto"`` does on the CPU for large
+    grids, to bound the op's working memory; 3 does not divide the 4 heads) equals the old single call."""
+    layer = randomize(PLSTM2D(32, 4, mode="D", impl="chunk").double())
+    layer.heads_per_call = heads_per_call
+    x = torch.randn(2, 5, 7, 32, dtype=torch.float64)
+    ref, ref_grads = _forward_and_grads(layer, x, lambda m, t: reference_plstm_forward(m, t, op="chunk"))
+    out, grads = _forward_and_grads(layer, x, lambda m, t: m(t))
+    torch.testing.assert_close(out, ref, rtol=1e-10, atol=1e-10)
+    for name, grad in grads.items():
+        torch.testing.assert_close(grad, ref_grads[name], rtol=1e-10, atol=1e-10, msg=name)
+
+
 def test_layer_parameter_layout_is_unchanged():
     """Checkpoints of the old layer load as they are: same parameter names and shapes (the gate projection is fused
     at run time, not in the parameters)."""
