@@ -26,7 +26,8 @@ orientations (same parameters, same outputs up to float rounding, tested against
 
 * **stacked**: the four orientations stacked on the batch axis (flipped copies of q, k, v and the gates), one call
   of the op (chunked PyTorch, or Triton on CUDA), the four outputs flipped back and summed. Memory and time are
-  linear in the cells; used on CUDA and for large grids on the CPU.
+  linear in the cells; used on CUDA and for large grids on the CPU, where the op is called per orientation and group
+  of :data:`CPU_HEADS_PER_CALL` heads so that its working memory stays a fraction of the stacked call's.
 * **combined**: q, k and v are the same in every orientation, only the gates differ, so the sum of the four outputs
   is one attention-like product ``((q k^T) * G) v`` with ``G`` the sum of the four (flipped back) node-to-node
   gating matrices of the parallel form. ``G`` is built per orientation and head by one anti-diagonal scan over the
@@ -46,6 +47,7 @@ import torch.nn.functional as F
 from timm.models import register_notrace_module
 from torch import nn
 
+from ..config import use_triton
 from ..ops.plstm2d import (
     chunk_plstm2d,
     d_mode_gates,
@@ -147,9 +149,10 @@ class PLSTM2D(nn.Module):
             norm_eps: epsilon of the per-head RMSNorm.
             gate_groups: the source/transition/mark gates read the token in this many equal slices (one slice per
                 group of gate heads); default ``4 * num_heads`` as in the reference, 1 = a dense projection.
-            impl: how the recurrence is run: ``"auto"`` (on CUDA the stacked orientations through
-                :func:`~recvision.ops.plstm2d.plstm2d`, i.e. Triton; on the CPU the combined form for grids of up to
-                :data:`COMBINED_MAX_CELLS` cells, else the stacked chunked op), ``"combined"`` (always the combined
+            impl: how the recurrence is run: ``"auto"`` (where :func:`recvision.config.use_triton` picks Triton,
+                e.g. on CUDA, the stacked orientations through :func:`~recvision.ops.plstm2d.plstm2d`; on the CPU
+                otherwise the combined form for grids of up to :data:`COMBINED_MAX_CELLS` cells, else the stacked
+                chunked op), ``"combined"`` (always the combined
                 form), or the stacked orientations through one op: ``"chunk"``, ``"parallel"`` or ``"naive"`` (cell
                 by cell; for tests). All give the same output up to float rounding.
             chunk_size: chunk side of the chunked op (``None``: :data:`CPU_CHUNK_SIZE` for ``"auto"`` on the CPU,
@@ -295,24 +298,24 @@ class PLSTM2D(nn.Module):
     # -------------------------------------------------------------------------------------------------------------
     # the two forms
 
+    def _auto_on_cpu(self, x: torch.Tensor) -> bool:
+        """``impl="auto"`` running the PyTorch forms on the CPU (not Triton: the global backend may force it)."""
+        return self.impl == "auto" and x.device.type == "cpu" and not use_triton(x)
+
     def _use_combined(self, x: torch.Tensor) -> bool:
         if self.impl == "combined":
             return True
-        if self.impl != "auto" or x.device.type == "cuda":
-            return False
-        return x.shape[1] * x.shape[2] <= COMBINED_MAX_CELLS
+        return self._auto_on_cpu(x) and x.shape[1] * x.shape[2] <= COMBINED_MAX_CELLS
 
     def _heads_per_call(self, q: torch.Tensor) -> int | None:
         if self.heads_per_call is not None:
             return self.heads_per_call
-        if self.impl == "auto" and q.device.type == "cpu":
-            return CPU_HEADS_PER_CALL
-        return None
+        return CPU_HEADS_PER_CALL if self._auto_on_cpu(q) else None
 
     def _op(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, gates: dict[str, torch.Tensor]) -> torch.Tensor:
         if self.impl == "auto":
             chunk_size = self.chunk_size
-            if chunk_size is None and q.device.type == "cpu":
+            if chunk_size is None and self._auto_on_cpu(q):
                 chunk_size = CPU_CHUNK_SIZE
             return plstm2d(q, k, v, **gates, chunk_size=chunk_size)
         if self.impl == "chunk":

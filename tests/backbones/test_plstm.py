@@ -19,6 +19,7 @@ from timm_api_checks import (
 )
 
 from recvision.backbones.plstm import PLSTMVision, checkpoint_filter_fn
+from recvision.config import backend
 from recvision.layers.plstm import COMBINED_MAX_CELLS, PLSTM2D
 from recvision.ops.plstm2d import p_mode_gates
 from recvision.ops.plstm2d.block_scan import scan_plstm2d_blocks
@@ -514,4 +515,8 @@ def test_triton_path_matches_torch_inside_model(triton_device):
     pytest.importorskip("recvision.ops.plstm2d.triton_chunk", reason="the Triton pLSTM kernel is not available")
     # one P and one D block on a 2 x 3 grid: the interpreter runs every kernel program in Python on CPU
     model = make(depth=2, dynamic_img_size=True).to(triton_device)
-    check_triton_matches_torch(model, torch.randn(1, 3, 16, 24, device=triton_device))
+    x = torch.randn(1, 3, 16, 24, device=triton_device)
+    tokens = torch.zeros(1, 2, 3, 64, device=triton_device)  # the 2 x 3 token grid the blocks see
+    with backend("triton"):  # the CPU's combined form must not stand in for the kernel
+        assert not any(b.plstm._use_combined(tokens) for b in model.blocks)
+    check_triton_matches_torch(model, x)
