@@ -50,6 +50,10 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
+# train the recvision next to this script (a worktree), not whichever copy is pip-installed: a script's sys.path
+# starts with its own folder, and the worker processes are this script again
+sys.path.insert(1, str(Path(__file__).resolve().parents[1]))
+
 FEMTO = dict(embed_dim=64, depth=4, num_heads=2, patch_size=8)
 MODELS = {
     "plstm": ("plstm_femto", {}),  # the op picks one 8x8 chunk at 64 px and 4x4 chunks at 128 px

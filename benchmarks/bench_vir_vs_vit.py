@@ -12,6 +12,9 @@ Two parts, both in one run:
    ``--repeats`` timed forwards, and reports the median time and ``ru_maxrss - RSS before`` (the peak extra memory
    of the forward passes) as JSON. A worker that exceeds ``--timeout`` or runs out of memory is reported as such in
    the table.
+   ``--passes fwd train`` adds a training step (``train()`` mode, forward, ``logits.sum().backward()``, gradients
+   cleared to ``None`` before every step) at the ``--train-sizes`` (224 px by default), also in fresh processes;
+   its peak includes the gradient buffers.
 2. **Op efficiency.** ``recvision.ops.retention.chunk_retention`` on the CPU (B=1, H=12, K=V=64,
    T=4096 and 16384) achieves ``2*B*H*T*(C*K + C*V + 2*K*V)`` FLOP per forward (C = chunk size: intra-chunk
    ``q k^T``, intra-chunk ``scores @ v``, the chunk state update ``k^T v`` and the inter-chunk ``q @ S``). Its FLOP/s
@@ -23,6 +26,7 @@ All measurements use ``torch.set_num_threads(2)`` (``--threads``). Usage (from t
     python benchmarks/bench_vir_vs_vit.py --sizes 224 --models vit --skip-op
     python benchmarks/bench_vir_vs_vit.py --sizes 224 512 --models vit vir-chunk plstm --skip-op
     python benchmarks/bench_vir_vs_vit.py --skip-models --chunk-size 64 128 --json op.json
+    python benchmarks/bench_vir_vs_vit.py --sizes 224 1024 --models vit plstm --passes fwd train --skip-op
 """
 
 from __future__ import annotations
@@ -42,6 +46,10 @@ from typing import Any
 
 from _measure import maxrss_mib, median_time, reset_peak_rss, status_kib
 
+# benchmark the recvision next to this script (a worktree), not whichever copy happens to be pip-installed: a
+# script's sys.path starts with its own folder, not the working directory
+sys.path.insert(1, str(Path(__file__).resolve().parents[1]))
+
 NUM_THREADS = 2
 MODELS = ("vit", "vir-chunk", "vir-rec", "lightnet", "plstm")
 # pLSTM is opt-in (``--models ... plstm``): its CPU forward at 1024-2048 px takes far longer than the others
@@ -49,6 +57,8 @@ DEFAULT_MODELS = ("vit", "vir-chunk", "vir-rec", "lightnet")
 MODEL_LABELS = {"vit": "ViT", "vir-chunk": "ViR-chunk", "vir-rec": "ViR-rec", "lightnet": "LightNet", "plstm": "pLSTM"}
 VIR_MODES = {"vir-chunk": "chunkwise", "vir-rec": "recurrent"}
 RESULT_PREFIX = "BENCH_RESULT "
+PASSES = ("fwd", "train")
+PASS_LABELS = {"fwd": "forward (inference mode)", "train": "training step (forward + backward)"}
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -119,14 +129,20 @@ def build_model(name: str, size: int, vir_chunk_size: int | None = None) -> Any:
 # Worker: one model at one size, in its own process
 
 
-def run_worker(name: str, size: int, repeats: int, vir_chunk_size: int | None) -> dict[str, Any]:
-    """Measure one (model, size) in this process; returns the JSON-able result."""
+def run_worker(name: str, size: int, repeats: int, vir_chunk_size: int | None, pass_: str = "fwd") -> dict[str, Any]:
+    """Measure one (model, size, pass) in this process; returns the JSON-able result.
+
+    ``pass_`` is ``"fwd"`` (forward under ``torch.inference_mode()``) or ``"train"`` (forward and backward of the
+    summed logits in train mode, gradients set to ``None`` first).
+    """
     import torch
 
     torch.set_num_threads(NUM_THREADS)
-    result: dict[str, Any] = {"model": name, "size": size, "tokens": (size // 16) ** 2}
+    result: dict[str, Any] = {"model": name, "size": size, "tokens": (size // 16) ** 2, "pass": pass_}
     try:
         model = build_model(name, size, vir_chunk_size)
+        if pass_ == "train":
+            model.train()
         x = torch.randn(1, 3, size, size)
         gc.collect()
         rss_before_kib = status_kib("VmRSS")
@@ -140,7 +156,11 @@ def run_worker(name: str, size: int, repeats: int, vir_chunk_size: int | None) -
             with torch.inference_mode():
                 model(x)
 
-        median_s, times = median_time(forward, repeats)
+        def train_step() -> None:
+            model.zero_grad(set_to_none=True)
+            model(x).sum().backward()
+
+        median_s, times = median_time(train_step if pass_ == "train" else forward, repeats)
         peak_mib = maxrss_mib()
     except SystemExit as exc:
         result.update(status="error", error=str(exc))
@@ -161,14 +181,17 @@ def run_worker(name: str, size: int, repeats: int, vir_chunk_size: int | None) -
     return result
 
 
-def spawn_worker(name: str, size: int, repeats: int, timeout: float, vir_chunk_size: int | None) -> dict[str, Any]:
+def spawn_worker(
+    name: str, size: int, repeats: int, timeout: float, vir_chunk_size: int | None, pass_: str = "fwd"
+) -> dict[str, Any]:
     """Run :func:`run_worker` in a fresh Python process and collect its result (or why there is none)."""
     cmd = [sys.executable, os.path.abspath(__file__), "--worker", name, str(size), "--repeats", str(repeats)]
-    cmd += ["--threads", str(NUM_THREADS)]
+    cmd += ["--threads", str(NUM_THREADS), "--worker-pass", pass_]
     if vir_chunk_size is not None:
         cmd += ["--vir-chunk-size", str(vir_chunk_size)]
     env = dict(os.environ, OMP_NUM_THREADS=str(NUM_THREADS), MKL_NUM_THREADS=str(NUM_THREADS))
-    base: dict[str, Any] = {"model": name, "size": size, "tokens": (size // 16) ** 2}
+    base: dict[str, Any] = {"model": name, "size": size, "tokens": (size // 16) ** 2, "pass": pass_}
+    load_before = os.getloadavg()[0]
     start = time.perf_counter()
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
@@ -177,7 +200,7 @@ def spawn_worker(name: str, size: int, repeats: int, timeout: float, vir_chunk_s
     wall = time.perf_counter() - start
     for line in reversed(proc.stdout.splitlines()):
         if line.startswith(RESULT_PREFIX):
-            return {**json.loads(line[len(RESULT_PREFIX) :]), "worker_wall_s": wall}
+            return {**json.loads(line[len(RESULT_PREFIX) :]), "worker_wall_s": wall, "loadavg_before": load_before}
     if proc.returncode == -signal.SIGKILL:
         return {**base, "status": "oom", "error": "worker killed by SIGKILL (most likely the out-of-memory killer)"}
     tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
@@ -313,8 +336,10 @@ def _ratio(num: dict[str, Any] | None, den: dict[str, Any] | None, key: str) -> 
     return f"{num[key] / den[key]:.2f}x"
 
 
-def model_table(results: list[dict[str, Any]], sizes: list[int]) -> str:
-    """Markdown table: times (s), peak extra memory (MiB) and model/ViT ratios, one row per image size."""
+def model_table(results: list[dict[str, Any]], sizes: list[int], pass_: str = "fwd") -> str:
+    """Markdown table of one pass: times (s), peak extra memory (MiB) and model/ViT ratios, one row per size."""
+    results = [r for r in results if r.get("pass", "fwd") == pass_]
+    sizes = [s for s in sizes if any(r["size"] == s for r in results)]
     by_key = {(r["model"], r["size"]): r for r in results}
     models = [m for m in MODELS if any(r["model"] == m for r in results)]
     others = [m for m in models if m != "vit"]
@@ -373,7 +398,10 @@ def machine_info() -> dict[str, Any]:
     import timm
     import torch
 
+    import recvision
+
     return {
+        "recvision": os.path.dirname(recvision.__file__),
         "python": platform.python_version(),
         "platform": platform.platform(),
         "processor": platform.processor(),
@@ -408,15 +436,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--vir-chunk-size", type=int, default=None, help="chunk_size of the ViR models")
     parser.add_argument("--threads", type=int, default=NUM_THREADS, help="torch / OpenMP threads of every measurement")
+    parser.add_argument(
+        "--passes", nargs="+", choices=PASSES, default=["fwd"], help="forward and/or training step (fwd+bwd)"
+    )
+    parser.add_argument(
+        "--train-sizes", type=int, nargs="+", default=[224], help="image sides of the training-step pass"
+    )
     parser.add_argument("--skip-models", action="store_true", help="only measure the op FLOP/s ratio")
     parser.add_argument("--skip-op", action="store_true", help="only benchmark the models")
     parser.add_argument("--worker", nargs=2, metavar=("MODEL", "SIZE"), default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--worker-pass", choices=PASSES, default="fwd", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.threads < 1:
         parser.error(f"--threads must be >= 1; got {args.threads}")
     if args.repeats < 3:
         parser.error(f"--repeats must be >= 3 (the median of at least three runs); got {args.repeats}")
-    if any(s < 16 or s % 16 for s in args.sizes):
+    if any(s < 16 or s % 16 for s in args.sizes + args.train_sizes):
         parser.error(f"--sizes must be positive multiples of the patch size 16; got {args.sizes}")
     if any(c < 1 for c in args.chunk_size) or any(t < 1 for t in args.seq_lens):
         parser.error("--chunk-size and --seq-lens must be >= 1")
@@ -430,14 +465,16 @@ def main(argv: list[str] | None = None) -> None:
     NUM_THREADS = args.threads
     if args.worker is not None:
         name, size = args.worker
-        result = run_worker(name, int(size), args.repeats, args.vir_chunk_size)
+        result = run_worker(name, int(size), args.repeats, args.vir_chunk_size, args.worker_pass)
         print(RESULT_PREFIX + json.dumps(result), flush=True)
         return
 
     if not args.skip_models and any(m in VIR_MODES for m in args.models):
         _require_vir()  # fail before hours of ViT runs, not after
     report: dict[str, Any] = {"machine": machine_info(), "args": {k: str(v) for k, v in vars(args).items()}}
-    print(f"torch {report['machine']['torch']}, timm {report['machine']['timm']}, {NUM_THREADS} threads\n")
+    machine = report["machine"]
+    print(f"torch {machine['torch']}, timm {machine['timm']}, {NUM_THREADS} threads")
+    print(f"recvision from {machine['recvision']}\n")
     load = os.getloadavg()[0]
     if load > 0.5:
         print(
@@ -447,18 +484,23 @@ def main(argv: list[str] | None = None) -> None:
 
     if not args.skip_models:
         results = []
-        for size in args.sizes:
+        jobs = [(p, size) for p in args.passes for size in (args.train_sizes if p == "train" else args.sizes)]
+        for pass_, size in jobs:
             for name in MODELS:
                 if name not in args.models:
                     continue
-                print(f"running {MODEL_LABELS[name]} @ {size} px ...", file=sys.stderr, flush=True)
-                result = spawn_worker(name, size, args.repeats, args.timeout, args.vir_chunk_size)
+                print(f"running {MODEL_LABELS[name]} @ {size} px, {pass_} ...", file=sys.stderr, flush=True)
+                result = spawn_worker(name, size, args.repeats, args.timeout, args.vir_chunk_size, pass_)
                 print(f"  -> {result['status']} {result.get('median_s', '')}", file=sys.stderr, flush=True)
                 results.append(result)
         report["models"] = results
-        print(f"## ViR-B/16, LightNet-B/16 and pLSTM-B/16 vs ViT-B/16, batch 1, forward, median of {args.repeats}\n")
-        print(model_table(results, args.sizes))
-        print()
+        for pass_ in args.passes:
+            print(
+                f"## ViR-B/16, LightNet-B/16 and pLSTM-B/16 vs ViT-B/16, batch 1, {PASS_LABELS[pass_]}, "
+                f"median of {args.repeats}\n"
+            )
+            print(model_table(results, sorted({s for p, s in jobs if p == pass_}), pass_))
+            print()
 
     if not args.skip_op:
         print("running chunk_retention FLOP/s ...", file=sys.stderr, flush=True)

@@ -68,6 +68,7 @@ class PLSTMBlock(nn.Module):
         init_values: float | None = None,
         plstm_impl: str = "auto",
         chunk_size: int | None = None,
+        gate_form: str = "split",
         act_layer: type[nn.Module] = nn.GELU,
         norm_layer: type[nn.Module] = RmsNorm,
         mlp_layer: type[nn.Module] = Mlp,
@@ -87,6 +88,8 @@ class PLSTMBlock(nn.Module):
             init_values: LayerScale initial value (``None``, the reference's choice, disables LayerScale).
             plstm_impl: op used by the pLSTM layer (see :class:`~recvision.layers.plstm.PLSTM2D`).
             chunk_size: chunk side of the chunked op.
+            gate_form: P-mode gate form, ``"split"`` or ``"complement"`` (see
+                :class:`~recvision.layers.plstm.PLSTM2D`).
             act_layer: MLP activation.
             norm_layer: normalisation layer.
             mlp_layer: MLP class.
@@ -104,6 +107,7 @@ class PLSTMBlock(nn.Module):
             qkv_bias=qkv_bias,
             impl=plstm_impl,
             chunk_size=chunk_size,
+            gate_form=gate_form,
             **dd,
         )
         self.ls1 = layer_scale_or_identity(dim, init_values, **dd)
@@ -144,6 +148,7 @@ class PLSTMVision(IsotropicClassifierMixin, nn.Module):
         pos_embed: bool = True,
         plstm_impl: str = "auto",
         chunk_size: int | None = None,
+        gate_form: str = "split",
         dynamic_img_size: bool = False,
         dynamic_img_pad: bool = False,
         drop_rate: float = 0.0,
@@ -175,8 +180,12 @@ class PLSTMVision(IsotropicClassifierMixin, nn.Module):
             block_modes: pLSTM mode of block ``i`` is ``block_modes[i % len(block_modes)]`` (``"P"``/``"D"``).
             chirality: D-mode crossing, ``"L"`` or ``"R"``.
             pos_embed: learn an absolute 2-D position embedding.
-            plstm_impl: op of the pLSTM layers: ``"auto"``, ``"chunk"``, ``"parallel"`` or ``"naive"``.
-            chunk_size: chunk side of the chunked op (``None``: the op's default).
+            plstm_impl: how the pLSTM layers run: ``"auto"``, ``"combined"``, ``"chunk"``, ``"parallel"`` or
+                ``"naive"`` (see :class:`~recvision.layers.plstm.PLSTM2D`; all give the same output).
+            chunk_size: chunk side of the chunked op (``None``: the layer's default).
+            gate_form: P-mode gate form: ``"split"`` (``(1 - o) S``, ``(1 - o) T`` on the down-going edge; the
+                default, which keeps existing checkpoints' outputs) or ``"complement"`` (``1 - o S``, ``1 - o T``,
+                the form of the authors' code ``ml-jku/plstm``, for checkpoints trained there).
             dynamic_img_size: accept any input size, resampling the position embedding to the patch grid.
             dynamic_img_pad: pad inputs to a multiple of the patch size.
             drop_rate: dropout before the classifier.
@@ -232,6 +241,7 @@ class PLSTMVision(IsotropicClassifierMixin, nn.Module):
                     init_values=init_values,
                     plstm_impl=plstm_impl,
                     chunk_size=chunk_size,
+                    gate_form=gate_form,
                     act_layer=act_layer,
                     norm_layer=norm_layer,
                     mlp_layer=mlp_layer,
@@ -256,7 +266,7 @@ class PLSTMVision(IsotropicClassifierMixin, nn.Module):
         return {"pos_embed"} if self.pos_embed is not None else set()
 
     def set_plstm_impl(self, impl: str) -> None:
-        """Switch every pLSTM layer to the op ``"auto"``, ``"chunk"``, ``"parallel"`` or ``"naive"``."""
+        """Switch every pLSTM layer to ``"auto"``, ``"combined"``, ``"chunk"``, ``"parallel"`` or ``"naive"``."""
         self.plstm_impl = check_plstm_impl(impl)
         for block in self.blocks:
             block.plstm.impl = impl

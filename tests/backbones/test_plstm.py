@@ -8,6 +8,7 @@ import math
 import pytest
 import timm
 import torch
+from plstm_reference import reference_plstm_forward
 from timm.models import group_parameters
 from timm_api_checks import (
     check_all_params_get_grads,
@@ -18,7 +19,10 @@ from timm_api_checks import (
 )
 
 from recvision.backbones.plstm import PLSTMVision, checkpoint_filter_fn
-from recvision.layers.plstm import PLSTM2D
+from recvision.config import backend
+from recvision.layers.plstm import COMBINED_MAX_CELLS, PLSTM2D
+from recvision.ops.plstm2d import p_mode_gates
+from recvision.ops.plstm2d.block_scan import scan_plstm2d_blocks
 
 
 def randomize(module: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
@@ -51,6 +55,143 @@ def test_layer_ops_agree_on_odd_grid(mode, chirality):
     for impl, chunk_size in (("chunk", None), ("chunk", 2), ("parallel", None), ("auto", 4)):
         layer.impl, layer.chunk_size = impl, chunk_size
         torch.testing.assert_close(layer(x), ref, rtol=1e-10, atol=1e-10, msg=f"{impl} {chunk_size}")
+
+
+def _forward_and_grads(layer: PLSTM2D, x: torch.Tensor, fn) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Output of ``fn(layer, x)`` and the gradients of every parameter and of ``x`` for a fixed random cotangent."""
+    layer.zero_grad(set_to_none=True)
+    x = x.detach().requires_grad_(True)
+    out = fn(layer, x)
+    cotangent = torch.randn(out.shape, generator=torch.Generator().manual_seed(1), dtype=out.dtype)
+    (out * cotangent).sum().backward()
+    grads = {name: p.grad.clone() for name, p in layer.named_parameters()}
+    grads["x"] = x.grad
+    return out.detach(), grads
+
+
+@pytest.mark.parametrize("mode, chirality", [("P", "L"), ("D", "L"), ("D", "R")])
+@pytest.mark.parametrize("impl", ["combined", "auto", "chunk", "parallel"])
+def test_layer_matches_frozen_reference_forward_and_every_gradient(mode, chirality, impl):
+    """Today's layer (fused gate projection; combined or stacked orientations) against a frozen copy of the layer's
+    old forward with the same parameters, cell-by-cell op, float64: output, every parameter gradient and the input
+    gradient agree to 1e-10."""
+    layer = randomize(PLSTM2D(32, 2, mode=mode, chirality=chirality, impl=impl).double())
+    x = torch.randn(2, 5, 7, 32, dtype=torch.float64)
+    ref, ref_grads = _forward_and_grads(layer, x, lambda m, t: reference_plstm_forward(m, t, op="naive"))
+    out, grads = _forward_and_grads(layer, x, lambda m, t: m(t))
+    assert ref.std() > 0.1
+    torch.testing.assert_close(out, ref, rtol=1e-10, atol=1e-10)
+    assert set(grads) == set(ref_grads)
+    for name, grad in grads.items():
+        assert ref_grads[name].abs().max() > 0, name
+        torch.testing.assert_close(grad, ref_grads[name], rtol=1e-10, atol=1e-10, msg=name)
+
+
+@pytest.mark.parametrize("mode", ["P", "D"])
+@pytest.mark.parametrize("grid", [(14, 14), (17, 16)])
+def test_layer_float32_auto_matches_frozen_reference(mode, grid):
+    """In float32 at the 14 x 14 grid of a 224 px image (combined form under ``impl="auto"``) and a grid above
+    :data:`COMBINED_MAX_CELLS` (stacked chunked op with the CPU chunk size), against the old forward with the
+    chunked op: output and every gradient agree to 2e-5 of their largest magnitude (float32 rounding of sums taken
+    in another order; gradients of the projections sum over all cells)."""
+    layer = randomize(PLSTM2D(32, 2, mode=mode, impl="auto"))
+    x = torch.randn(1, *grid, 32)
+    assert (grid[0] * grid[1] <= COMBINED_MAX_CELLS) == layer._use_combined(x)
+    ref, ref_grads = _forward_and_grads(layer, x, lambda m, t: reference_plstm_forward(m, t, op="chunk"))
+    out, grads = _forward_and_grads(layer, x, lambda m, t: m(t))
+    for name, got, want in [("out", out, ref)] + [(n, g, ref_grads[n]) for n, g in grads.items()]:
+        scale = want.abs().max().item()
+        assert scale > 0, name
+        torch.testing.assert_close(got, want, rtol=0, atol=2e-5 * scale, msg=name)
+
+
+@pytest.mark.parametrize("heads_per_call", [1, 3])
+def test_stacked_form_split_into_op_calls_per_orientation_and_heads(heads_per_call):
+    """The stacked form called per orientation and group of heads (as ``impl="auto"`` does on the CPU for large
+    grids, to bound the op's working memory; 3 does not divide the 4 heads) equals the old single call."""
+    layer = randomize(PLSTM2D(32, 4, mode="D", impl="chunk").double())
+    layer.heads_per_call = heads_per_call
+    x = torch.randn(2, 5, 7, 32, dtype=torch.float64)
+    ref, ref_grads = _forward_and_grads(layer, x, lambda m, t: reference_plstm_forward(m, t, op="chunk"))
+    out, grads = _forward_and_grads(layer, x, lambda m, t: m(t))
+    torch.testing.assert_close(out, ref, rtol=1e-10, atol=1e-10)
+    for name, grad in grads.items():
+        torch.testing.assert_close(grad, ref_grads[name], rtol=1e-10, atol=1e-10, msg=name)
+
+
+def test_layer_parameter_layout_is_unchanged():
+    """Checkpoints of the old layer load as they are: same parameter names and shapes (the gate projection is fused
+    at run time, not in the parameters)."""
+    layer = PLSTM2D(24, 3, mode="P")
+    expected = {
+        "qkv.weight": (72, 24),
+        "qkv.bias": (72,),
+        "gate_weight": (12, 3, 1, 2),
+        "gate_bias": (3, 4, 3),
+        "direct_bias": (3,),
+        "orientation_weight": (4, 3, 24),
+        "orientation_bias": (4, 3),
+        "norm.weight": (3, 8),
+        "proj.weight": (24, 24),
+    }
+    assert {k: tuple(v.shape) for k, v in layer.state_dict().items()} == expected
+    d_layer = PLSTM2D(24, 3, mode="D", gate_groups=1)
+    assert tuple(d_layer.state_dict()["gate_weight"].shape) == (1, 7, 12, 24)
+    assert "orientation_weight" not in d_layer.state_dict()
+
+
+def test_combined_gating_is_the_sum_of_the_four_flipped_parallel_gatings():
+    """The combined form's G equals the four orientations' node-to-node gatings (one-block scan, orientation ``o``
+    flipped back), the direct term counted once: checked on the G the layer uses via its output with v = one-hot
+    value vectors (o = (q k^T * G) v with v_c' = e_c' reads out column c' of the scaled, gated scores)."""
+    X, Y, H, D = 3, 4, 1, 12
+    layer = randomize(PLSTM2D(D, H, mode="P", impl="combined").double())
+    gen = torch.Generator().manual_seed(3)
+    q, k = (torch.randn(1, X, Y, H, D, generator=gen, dtype=torch.float64) for _ in range(2))
+    v = torch.eye(X * Y, dtype=torch.float64)[:, :D].reshape(1, X, Y, H, D)  # v of cell c' is e_c' (first D)
+    x = torch.randn(1, X, Y, D, generator=gen, dtype=torch.float64)
+    kinds = layer._gate_kinds(x)
+    out = layer._combined(q, k, v, kinds).reshape(X * Y, D)
+    scores = (q.reshape(X * Y, D) @ k.reshape(X * Y, D).T) * D**-0.5
+    expected = torch.zeros(X * Y, X * Y, dtype=torch.float64)
+    act = layer.gate_activations(x)
+    for o in range(4):
+        dims = {0: (), 1: (1,), 2: (2,), 3: (1, 2)}[o]
+
+        def put(t: torch.Tensor, dims=dims) -> torch.Tensor:
+            return t.flip(dims) if dims else t
+
+        per = [put(act[n][:, :, :, o]).permute(0, 3, 1, 2).reshape(H, X, Y) for n in layer.gate_names]
+        direct = put(act["direct"].expand(1, X, Y, H) * (o == 0)).permute(0, 3, 1, 2).reshape(H, X, Y)
+        gates = p_mode_gates(*per, direct, put(act["orientation"][:, :, :, o]).permute(0, 3, 1, 2).reshape(H, X, Y))
+        g = scan_plstm2d_blocks(gates, X, Y, boundary=False).g.reshape(X, Y, X, Y)
+        flip = tuple(d for a in dims for d in (a - 1, a + 1))
+        expected += (g.flip(flip) if flip else g).reshape(X * Y, X * Y)
+    torch.testing.assert_close(out, (scores * expected)[:, :D], rtol=1e-12, atol=1e-12)
+
+
+def test_gate_form_complement_in_layer_and_backbone():
+    """The authors' P-mode gate form: every impl agrees with the cell-by-cell op on the same gates, the output
+    differs from the split form's, D-mode ignores the option, and the backbone passes it to every block."""
+    layer = randomize(PLSTM2D(32, 2, mode="P", impl="naive", gate_form="complement").double())
+    x = torch.randn(2, 5, 7, 32, dtype=torch.float64)
+    ref = layer(x)
+    for impl in ("combined", "auto", "chunk"):
+        layer.impl = impl
+        torch.testing.assert_close(layer(x), ref, rtol=1e-10, atol=1e-10, msg=impl)
+    layer.gate_form = "split"
+    assert (layer(x) - ref).abs().max() > 1e-3
+    torch.testing.assert_close(layer(x), reference_plstm_forward(layer, x, op="naive"), rtol=1e-10, atol=1e-10)
+    d_layer = randomize(PLSTM2D(32, 2, mode="D", impl="combined").double())
+    d_out = d_layer(x)
+    d_layer.gate_form = "complement"
+    torch.testing.assert_close(d_layer(x), d_out, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="gate_form"):
+        PLSTM2D(32, 2, gate_form="paper")
+    model = timm.create_model("test_plstm", gate_form="complement")
+    assert {b.plstm.gate_form for b in model.blocks} == {"complement"}
+    assert "gate_form='complement'" in repr(model.blocks[0].plstm)
+    assert {b.plstm.gate_form for b in timm.create_model("test_plstm").blocks} == {"split"}
 
 
 def _changed_cells(layer: PLSTM2D, x: torch.Tensor, cell: tuple[int, int]) -> torch.Tensor:
@@ -374,4 +515,8 @@ def test_triton_path_matches_torch_inside_model(triton_device):
     pytest.importorskip("recvision.ops.plstm2d.triton_chunk", reason="the Triton pLSTM kernel is not available")
     # one P and one D block on a 2 x 3 grid: the interpreter runs every kernel program in Python on CPU
     model = make(depth=2, dynamic_img_size=True).to(triton_device)
-    check_triton_matches_torch(model, torch.randn(1, 3, 16, 24, device=triton_device))
+    x = torch.randn(1, 3, 16, 24, device=triton_device)
+    tokens = torch.zeros(1, 2, 3, 64, device=triton_device)  # the 2 x 3 token grid the blocks see
+    with backend("triton"):  # the CPU's combined form must not stand in for the kernel
+        assert not any(b.plstm._use_combined(tokens) for b in model.blocks)
+    check_triton_matches_torch(model, x)

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["p_mode_gates", "d_mode_gates", "orient", "unorient", "ORIENTATIONS"]
+__all__ = ["p_mode_gates", "d_mode_gates", "orient", "unorient", "ORIENTATIONS", "P_GATE_FORMS"]
+
+# How P-mode shares source and transition between the two outgoing edges (see :func:`p_mode_gates`).
+P_GATE_FORMS = ("split", "complement")
 
 # orientation -> grid axes flipped (X = dim 1, Y = dim 2)
 ORIENTATIONS: dict[int, tuple[int, ...]] = {0: (), 1: (1,), 2: (2,), 3: (1, 2)}
@@ -28,16 +31,29 @@ def p_mode_gates(
     mark: torch.Tensor,
     direct: torch.Tensor,
     orientation: torch.Tensor,
+    form: str = "split",
 ) -> dict[str, torch.Tensor]:
-    """Gates of the propagation (P) mode: one source/transition/mark split between the two outgoing edges.
+    """Gates of the propagation (P) mode: one source/transition/mark shared between the two outgoing edges.
 
-    With the orientation gate ``o`` in ``[0, 1]`` (paper §4, "P-mode")::
+    With the orientation gate ``o`` in ``[0, 1]``, ``form="split"`` (the default) divides ``S`` and ``T``::
 
         source_r = o S        source_d = (1 - o) S
         trans_rl = trans_ru = o T        trans_du = trans_dl = (1 - o) T
         mark_l = mark_u = M              direct = D
 
     so the transitions leaving one incoming edge sum to ``T``; ``|T| <= 1`` keeps every state bounded.
+    ``form="complement"`` is what the authors' code builds (``ml-jku/plstm``, ``pLSTM2DLayer`` and
+    ``pLSTM2DLayerFused``: ``s_d = 1 - s_r``, ``t_du = t_dl = 1 - t_rl`` with ``s_r = o S``, ``t_rl = o T``)::
+
+        source_r = o S        source_d = 1 - o S
+        trans_rl = trans_ru = o T        trans_du = trans_dl = 1 - o T
+
+    There the down-going edge gets the complement of the right-going gate, not its share: the two transitions
+    leaving an incoming edge always sum to 1 (whatever ``T``), and the down-going source ``1 - o S`` is near 1
+    where ``S`` is small (at the reference initialisation ``S ~ 0.02``). With ``T`` from a tanh, ``1 - o T`` lies in
+    ``[0, 2]``: where ``o T < 0`` the absolute transitions leaving an edge sum to ``1 + 2 |o T| > 1``, so the gates
+    alone no longer bound the states (the split form keeps that sum at ``|T| <= 1``). Use it to reproduce a model
+    trained with the authors' code.
 
     Args:
         source: source activation ``S`` ``[B, X, Y, H]`` (e.g. a sigmoid).
@@ -46,6 +62,7 @@ def p_mode_gates(
         direct: direct (skip) activation ``D`` ``[B, X, Y, H]``.
         orientation: orientation gate ``o`` ``[B, X, Y, H]`` in ``[0, 1]`` (not the grid orientation of
             :func:`orient`).
+        form: ``"split"`` or ``"complement"`` (see above).
 
     Returns:
         The nine gates keyed like the op's keyword arguments.
@@ -54,14 +71,20 @@ def p_mode_gates(
         {"source": source, "transition": transition, "mark": mark, "direct": direct, "orientation": orientation},
         "p_mode_gates",
     )
-    right, down = orientation, 1 - orientation
+    if form not in P_GATE_FORMS:
+        raise ValueError(f"p_mode_gates: form must be one of {P_GATE_FORMS}; got {form!r}")
+    source_r, trans_r = orientation * source, orientation * transition
+    if form == "split":
+        source_d, trans_d = (1 - orientation) * source, (1 - orientation) * transition
+    else:
+        source_d, trans_d = 1 - source_r, 1 - trans_r
     return {
-        "source_r": right * source,
-        "source_d": down * source,
-        "trans_rl": right * transition,
-        "trans_ru": right * transition,
-        "trans_du": down * transition,
-        "trans_dl": down * transition,
+        "source_r": source_r,
+        "source_d": source_d,
+        "trans_rl": trans_r,
+        "trans_ru": trans_r,
+        "trans_du": trans_d,
+        "trans_dl": trans_d,
         "mark_l": mark,
         "mark_u": mark,
         "direct": direct,
