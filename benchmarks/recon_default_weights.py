@@ -172,13 +172,14 @@ def _cs(
     return solver(masked, sens, mask, **kwargs).abs()
 
 
-METHODS = ("zero-filled", "tv", "wavelet", *MODELS)
-LABELS = {"tv": "TV-SENSE (CS)", "wavelet": "wavelet-SENSE (CS)"}
+METHODS = ("zero-filled", "tv", "tv-floor", "wavelet", *MODELS)
+LABELS = {"tv": "TV-SENSE (CS)", "tv-floor": "TV-SENSE (CS) + noise floor", "wavelet": "wavelet-SENSE (CS)"}
 
 
 def _methods(names: list[str], lams: dict[tuple[str, int], float]) -> dict[str, Any]:
     """``{label: f(masked_kspace, mask, num_low, acceleration) -> magnitude [H, W]}`` for the chosen methods."""
     from recon.baselines import zero_filled_rss
+    from recon.ops.noise import add_noise_floor, rss_noise_floor
     from recon.training.data import reconstruct
     from recon.weights import default_config, load_default_model
 
@@ -188,6 +189,10 @@ def _methods(names: list[str], lams: dict[tuple[str, int], float]) -> dict[str, 
             methods[name] = lambda k, m, n, a: zero_filled_rss(k)
         elif name in ("tv", "wavelet"):
             methods[LABELS[name]] = lambda k, m, n, a, kind=name: _cs(kind, k, m, n, lams.get((kind, a)))
+        elif name == "tv-floor":  # the RSS noise floor the models with DataConfig.noise_floor report, for CS too
+            methods[LABELS[name]] = lambda k, m, n, a: add_noise_floor(
+                _cs("tv", k, m, n, lams.get(("tv", a)))[None], rss_noise_floor(k, m)
+            )[0]
         else:
             model, data = load_default_model(name), default_config(name).data
             methods[name] = lambda k, m, n, a, model=model, data=data: reconstruct(model, k, m, data, n)
