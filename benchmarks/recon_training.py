@@ -7,8 +7,8 @@ run::
     python benchmarks/recon_training.py --only steps --models cirim --repeats 5
     python benchmarks/recon_training.py --only data --slices 6
 
-``steps``: optimizer steps per second of each model (the configs of ``configs/recon/realistic``) on one
-128 x 128, 8-coil slice (batch 1), for fp32 / bf16 autocast with contiguous (NCHW) and channels-last conv weights;
+``steps``: optimizer steps per second of each model (the default weights' configs, ``configs/recon/<name>.yaml``)
+on one 128 x 128, 8-coil slice (batch 1), fp32 / bf16 autocast, contiguous (NCHW) / channels-last conv weights;
 warm-up steps excluded, median of ``--repeats`` timed blocks of ``--steps`` steps each.
 
 ``data``: slices per second through :class:`recon.training.data.SliceMaskDataset` and the training loop's
@@ -28,7 +28,7 @@ import tempfile
 import time
 from pathlib import Path
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "recon" / "realistic"
+CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "recon"
 MODELS = ("cirim", "rim", "recurrentvarnet")
 MODES = [("fp32", False), ("fp32", True), ("bf16", False), ("bf16", True)]
 
