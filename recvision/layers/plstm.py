@@ -32,7 +32,9 @@ from timm.models import register_notrace_module
 from torch import nn
 
 from ..ops.plstm2d import (
-    chunk_plstm2d,
+    chunk_plstm2d_torch as chunk_plstm2d,
+)
+from ..ops.plstm2d import (
     d_mode_gates,
     naive_plstm2d,
     orient,

@@ -151,7 +151,8 @@ def _compile_all(arch: int) -> None:
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
-    from recvision.ops.additive import chunk as C
+    from recvision.ops.additive import triton_chunk as C
+    from recvision.ops.common import triton_utils as U
 
     target = GPUTarget("cuda", arch, 32)
 
@@ -173,7 +174,7 @@ def _compile_all(arch: int) -> None:
         assert shared <= SHARED_MEMORY_LIMIT, f"{kernel.__name__} {constants}: {shared} B of shared memory"
 
     for dtype, dt, K, V, BT in ((torch.float32, "fp32", 64, 64, 64), (torch.float64, "fp64", 24, 40, 16)):
-        sizes = dict(H=4, K=K, V=V, BT=BT, BK=C._block(K), BV=C._block(V), ACC=C._acc(dtype))
+        sizes = dict(H=4, K=K, V=V, BT=BT, BK=U.block_size(K), BV=U.block_size(V), ACC=U.acc_dtypes(dtype)[1])
         for kernel in (
             C.additive_fwd_h_kernel,
             C.additive_fwd_o_kernel,

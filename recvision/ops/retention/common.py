@@ -1,4 +1,4 @@
-"""Shared input handling for the retention ops (argument checks, default decays, dtype policy)."""
+"""Shared pieces of the retention ops: argument checks, default decays, dtype policy and the log-decay gradient."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import torch
 
 from ..utils.dtypes import compute_dtype
 
-__all__ = ["retnet_g_gamma", "check_retention_inputs", "compute_dtype"]
+__all__ = ["retnet_g_gamma", "check_retention_inputs", "compute_dtype", "retention_log_decay_grad"]
 
 
 def retnet_g_gamma(num_heads: int, device: torch.device | str | None = None) -> torch.Tensor:
@@ -71,3 +71,37 @@ def check_retention_inputs(
     if scale is None:
         scale = 1.0 / math.sqrt(K)
     return g_gamma, float(scale)
+
+
+def retention_log_decay_grad(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    dq: torch.Tensor,
+    dk: torch.Tensor,
+    final_state: torch.Tensor | None,
+    dht: torch.Tensor | None,
+) -> torch.Tensor:
+    """Gradient of the loss w.r.t. the per-head log decay ``g_gamma [H]``, from the other gradients.
+
+    With ``b_t = (t + 1) g`` every term of ``o_t`` carries ``exp(b_t)`` per query, every key ``exp(-b_s)`` and the
+    final state ``exp(b_{T-1})``, so ``dL/dg = sum_t (t+1) (q_t . dq_t - k_t . dk_t) + T <dht, S_{T-1}>``
+    (see ``README.md``). Per-token dot products are taken in ``dq``'s dtype, the weighted sum in float64.
+
+    Args:
+        q, k: ``[B, T, H, K]``.
+        dq, dk: their gradients ``[B, T, H, K]`` (preferably float32, before rounding to a 16-bit input dtype).
+        final_state: ``S_{T-1} [B, H, K, V]``; needed when ``dht`` is given.
+        dht: gradient of the final state ``[B, H, K, V]`` or ``None``.
+
+    Returns:
+        ``dg [H]`` in float64.
+    """
+    T = q.shape[1]
+    per_token = torch.einsum("bthk,bthk->bth", q.to(dq.dtype), dq) - torch.einsum("bthk,bthk->bth", k.to(dk.dtype), dk)
+    weights = torch.arange(1, T + 1, device=q.device, dtype=torch.float64)
+    dg = torch.einsum("bth,t->h", per_token.double(), weights)
+    if dht is not None:
+        if final_state is None:
+            raise ValueError("retention_log_decay_grad needs the final state when dht is given")
+        dg = dg + T * torch.einsum("bhkv,bhkv->h", dht.double(), final_state.double())
+    return dg
