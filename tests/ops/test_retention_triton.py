@@ -222,6 +222,7 @@ def _compile_all(arch: int) -> None:
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
+    from recvision.ops.common import chunk_state as S
     from recvision.ops.common import triton_utils as U
     from recvision.ops.retention import triton_chunk as C
     from recvision.ops.retention import triton_fused_recurrent as F
@@ -266,18 +267,19 @@ def _compile_all(arch: int) -> None:
         for state_block in (U.MAX_BLOCK, 32) if index == 0 else (U.MAX_BLOCK,):
             state = dict(sizes, BK=U.block_size(K, state_block), BV=U.block_size(V, state_block))
             for flag in (True, False) if index == 0 else (True,):
+                # the shared state walks with one decay per head (KEY_DECAY=False, no z)
                 build(
-                    C.chunk_retention_fwd_h_kernel,
-                    dict(k=dt, v=dt, g=acc, h=acc, h0="fp32" if flag else None, ht=acc if flag else None),
+                    S.chunk_fwd_h_kernel,
+                    dict(k=dt, v=dt, g=acc, z=None, h=acc, h0="fp32" if flag else None, ht=acc if flag else None),
                     dict(T="i32"),
-                    dict(state, USE_INITIAL_STATE=flag, STORE_FINAL_STATE=flag),
+                    dict(state, KEY_DECAY=False, USE_INITIAL_STATE=flag, STORE_FINAL_STATE=flag),
                     stages,
                 )
                 build(
-                    C.chunk_retention_bwd_dh_kernel,
-                    dict(q=dt, do=dt, g=acc, dh=acc, dht="fp32" if flag else None, dh0=acc if flag else None),
+                    S.chunk_bwd_dh_kernel,
+                    dict(q=dt, do=dt, g=acc, z=None, dh=acc, dht="fp32" if flag else None, dh0=acc if flag else None),
                     dict(T="i32", scale="fp32"),
-                    dict(state, USE_FINAL_STATE_GRADIENT=flag, STORE_INITIAL_STATE_GRADIENT=flag),
+                    dict(state, KEY_DECAY=False, USE_FINAL_STATE_GRADIENT=flag, STORE_INITIAL_STATE_GRADIENT=flag),
                     stages,
                 )
         scalars = dict(T="i32", scale="fp32")

@@ -7,13 +7,12 @@ Layout follows flash-linear-attention: ``q, k, g [B, T, H, K]``, ``v [B, T, H, V
 ``z = logcumsumexp(g)`` over time (``log Δ_t``) in PyTorch, so the kernels see ``g`` and ``z`` as two inputs and
 every exponent they form is ``<= 0``. The sequence is cut into ``NT = ceil(T / BT)`` chunks. Kernels:
 
-* ``additive_fwd_h_kernel``: one program per ``(K-block, V-block, b*h)`` walks the chunks and writes the
-  normalised state ``s / Δ`` *before* every chunk to ``h [B, H, NT, K, V]``;
+* the state walks of :mod:`recvision.ops.common.chunk_state` (shared with retention): the normalised state
+  ``s / Δ`` *before* every chunk ``h [B, H, NT, K, V]``, and in the backward pass the gradient of the state *after*
+  every chunk ``dh [B, H, NT, K, V]`` (normalised at that chunk's last ``z``);
 * ``additive_fwd_A_kernel``: one program per ``(chunk, b*h)``, intra-chunk scores
   ``A[t, s] = sum_c q_{t,c} k_{s,c} exp(g_{s,c} - z_{t,c})`` (``s <= t``) into ``A [B, H, NT, BT, BT]``;
 * ``additive_fwd_o_kernel``: per ``(V-block, chunk, b*h)``, ``o = (q ⊙ exp(zp - z)) h + A v``;
-* ``additive_bwd_dh_kernel``: the reverse walk, ``dh [B, H, NT, K, V]`` = gradient of the state *after* every
-  chunk (normalised at that chunk's last ``z``);
 * ``additive_bwd_dv_kernel`` / ``additive_bwd_dqk_kernel``: per ``(block, chunk, b*h)`` gradients of v and of
   q, k (the per-channel intra part loops over the chunk's tokens).
 
@@ -28,7 +27,16 @@ import torch
 import triton
 import triton.language as tl
 
-from ..common.triton_utils import acc_dtypes, block_size, check_chunk_size, check_head_dims
+from ..common.chunk_state import chunk_bwd_dh, chunk_fwd_h
+from ..common.triton_utils import (
+    acc_dtypes,
+    block_size,
+    check_chunk_size,
+    check_head_dims,
+    chunk_program,
+    chunk_rows,
+    load_row_vector,
+)
 from ..utils.guards import input_guard
 from .common import compute_dtype
 
@@ -36,64 +44,6 @@ __all__ = ["ChunkAdditiveFunction", "chunk_additive_triton"]
 
 # largest chunk: the per-channel intra-chunk loops hold [BT, BK] tiles per token of the chunk
 MAX_CHUNK = 128
-
-
-@triton.jit
-def _row_vector(x, i_b, i_h, t, T, H: tl.constexpr, K: tl.constexpr, o_k, m_k):
-    """Load ``x[i_b, t, i_h, o_k]`` (zeros where ``t`` or the channel is out of range)."""
-    row = (i_b * T + t) * H + i_h
-    return tl.load(x + row * K + o_k, mask=m_k & (t < T), other=0)
-
-
-@triton.jit(do_not_specialize=["T"])
-def additive_fwd_h_kernel(
-    k,
-    v,
-    g,
-    z,
-    h,
-    T,
-    H: tl.constexpr,
-    K: tl.constexpr,
-    V: tl.constexpr,
-    BT: tl.constexpr,
-    BK: tl.constexpr,
-    BV: tl.constexpr,
-    ACC: tl.constexpr,
-):
-    i_k, i_v, i_bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
-    i_b = tl.cast(i_bh // H, tl.int64)
-    i_h = i_bh % H
-    i_bh64 = tl.cast(i_bh, tl.int64)
-    NT = tl.cdiv(T, BT)
-
-    o_t = tl.arange(0, BT)
-    o_k = i_k * BK + tl.arange(0, BK)
-    o_v = i_v * BV + tl.arange(0, BV)
-    m_k = o_k < K
-    m_v = o_v < V
-    m_kv = m_k[:, None] & m_v[None, :]
-    o_kv = o_k[:, None] * V + o_v[None, :]
-
-    b_h = tl.zeros([BK, BV], dtype=ACC)
-    for i_t in range(NT):
-        i_t64 = tl.cast(i_t, tl.int64)
-        tl.store(h + (i_bh64 * NT + i_t64) * K * V + o_kv, b_h.to(h.dtype.element_ty), mask=m_kv)
-        o_tt = i_t * BT + o_t
-        m_t = o_tt < T
-        m_tk = m_t[:, None] & m_k[None, :]
-        o_row = (i_b * T + o_tt) * H + i_h
-        b_k = tl.load(k + o_row[:, None] * K + o_k[None, :], mask=m_tk, other=0).to(ACC)
-        b_g = tl.load(g + o_row[:, None] * K + o_k[None, :], mask=m_tk, other=0).to(ACC)
-        b_v = tl.load(v + o_row[:, None] * V + o_v[None, :], mask=m_t[:, None] & m_v[None, :], other=0).to(ACC)
-        t_last = tl.minimum(T, i_t * BT + BT) - 1
-        t_prev = tl.maximum(i_t * BT - 1, 0)
-        b_zl = _row_vector(z, i_b, i_h, t_last, T, H, K, o_k, m_k).to(ACC)
-        b_zp = _row_vector(z, i_b, i_h, t_prev, T, H, K, o_k, m_k).to(ACC)
-        b_kd = tl.where(m_tk, b_k * tl.exp(tl.minimum(b_g - b_zl[None, :], 0)), 0)
-        # chunk 0: b_h is zero, the decay only has to be finite
-        b_h = b_h * tl.exp(tl.minimum(b_zp - b_zl, 0))[:, None]
-        b_h += tl.dot(tl.trans(b_kd), b_v, input_precision="ieee")
 
 
 @triton.jit(do_not_specialize=["T"])
@@ -111,15 +61,9 @@ def additive_fwd_A_kernel(
     ACC: tl.constexpr,
 ):
     i_t, i_bh = tl.program_id(0), tl.program_id(1)
-    i_b = tl.cast(i_bh // H, tl.int64)
-    i_h = i_bh % H
-    i_bh64 = tl.cast(i_bh, tl.int64)
-    NT = tl.cdiv(T, BT)
+    i_b, i_h, i_bh64, NT = chunk_program(i_bh, T, H, BT)
 
-    o_t = tl.arange(0, BT)
-    o_tt = i_t * BT + o_t
-    m_t = o_tt < T
-    o_row = (i_b * T + o_tt) * H + i_h
+    o_t, m_t, o_row = chunk_rows(i_b, i_h, i_t, T, H, BT)
     b_A = tl.zeros([BT, BT], dtype=ACC)
     for i_k in range(tl.cdiv(K, BK)):
         o_k = i_k * BK + tl.arange(0, BK)
@@ -129,8 +73,8 @@ def additive_fwd_A_kernel(
         b_z = tl.load(z + o_row[:, None] * K + o_k[None, :], mask=m_tk, other=0).to(ACC)
         for j in range(BT):
             t_j = i_t * BT + j
-            b_kj = _row_vector(k, i_b, i_h, t_j, T, H, K, o_k, m_k).to(ACC)
-            b_gj = _row_vector(g, i_b, i_h, t_j, T, H, K, o_k, m_k).to(ACC)
+            b_kj = load_row_vector(k, i_b, i_h, t_j, T, H, K, o_k, m_k).to(ACC)
+            b_gj = load_row_vector(g, i_b, i_h, t_j, T, H, K, o_k, m_k).to(ACC)
             m_j = (o_t >= j) & m_t
             b_w = tl.where(m_j[:, None], tl.exp(tl.minimum(b_gj[None, :] - b_z, 0)), 0)
             b_col = tl.sum(b_q * b_kj[None, :] * b_w, axis=1)  # A[:, j] over this K-block
@@ -157,15 +101,9 @@ def additive_fwd_o_kernel(
     ACC: tl.constexpr,
 ):
     i_v, i_t, i_bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
-    i_b = tl.cast(i_bh // H, tl.int64)
-    i_h = i_bh % H
-    i_bh64 = tl.cast(i_bh, tl.int64)
-    NT = tl.cdiv(T, BT)
+    i_b, i_h, i_bh64, NT = chunk_program(i_bh, T, H, BT)
 
-    o_t = tl.arange(0, BT)
-    o_tt = i_t * BT + o_t
-    m_t = o_tt < T
-    o_row = (i_b * T + o_tt) * H + i_h
+    o_t, m_t, o_row = chunk_rows(i_b, i_h, i_t, T, H, BT)
     o_v = i_v * BV + tl.arange(0, BV)
     m_v = o_v < V
     m_tv = m_t[:, None] & m_v[None, :]
@@ -179,7 +117,7 @@ def additive_fwd_o_kernel(
         m_tk = m_t[:, None] & m_k[None, :]
         b_q = tl.load(q + o_row[:, None] * K + o_k[None, :], mask=m_tk, other=0).to(ACC)
         b_z = tl.load(z + o_row[:, None] * K + o_k[None, :], mask=m_tk, other=0).to(ACC)
-        b_zp = _row_vector(z, i_b, i_h, t_prev, T, H, K, o_k, m_k).to(ACC)
+        b_zp = load_row_vector(z, i_b, i_h, t_prev, T, H, K, o_k, m_k).to(ACC)
         b_h = tl.load(h + i_c * K * V + o_k[:, None] * V + o_v[None, :], mask=m_k[:, None] & m_v[None, :], other=0)
         b_qd = b_q * tl.exp(tl.minimum(b_zp[None, :] - b_z, 0))
         b_o += tl.dot(b_qd, b_h.to(ACC), input_precision="ieee")
@@ -187,56 +125,6 @@ def additive_fwd_o_kernel(
     b_v = tl.load(v + o_row[:, None] * V + o_v[None, :], mask=m_tv, other=0).to(ACC)
     b_o += tl.dot(b_A, b_v, input_precision="ieee")
     tl.store(o + o_row[:, None] * V + o_v[None, :], b_o.to(o.dtype.element_ty), mask=m_tv)
-
-
-@triton.jit(do_not_specialize=["T"])
-def additive_bwd_dh_kernel(
-    q,
-    z,
-    do,
-    dh,
-    T,
-    H: tl.constexpr,
-    K: tl.constexpr,
-    V: tl.constexpr,
-    BT: tl.constexpr,
-    BK: tl.constexpr,
-    BV: tl.constexpr,
-    ACC: tl.constexpr,
-):
-    i_k, i_v, i_bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
-    i_b = tl.cast(i_bh // H, tl.int64)
-    i_h = i_bh % H
-    i_bh64 = tl.cast(i_bh, tl.int64)
-    NT = tl.cdiv(T, BT)
-
-    o_t = tl.arange(0, BT)
-    o_k = i_k * BK + tl.arange(0, BK)
-    o_v = i_v * BV + tl.arange(0, BV)
-    m_k = o_k < K
-    m_v = o_v < V
-    m_kv = m_k[:, None] & m_v[None, :]
-    o_kv = o_k[:, None] * V + o_v[None, :]
-
-    b_dh = tl.zeros([BK, BV], dtype=ACC)
-    for i_r in range(NT):
-        i_t = NT - 1 - i_r
-        i_t64 = tl.cast(i_t, tl.int64)
-        tl.store(dh + (i_bh64 * NT + i_t64) * K * V + o_kv, b_dh.to(dh.dtype.element_ty), mask=m_kv)
-        o_tt = i_t * BT + o_t
-        m_t = o_tt < T
-        m_tk = m_t[:, None] & m_k[None, :]
-        o_row = (i_b * T + o_tt) * H + i_h
-        b_q = tl.load(q + o_row[:, None] * K + o_k[None, :], mask=m_tk, other=0).to(ACC)
-        b_z = tl.load(z + o_row[:, None] * K + o_k[None, :], mask=m_tk, other=0).to(ACC)
-        b_do = tl.load(do + o_row[:, None] * V + o_v[None, :], mask=m_t[:, None] & m_v[None, :], other=0).to(ACC)
-        t_last = tl.minimum(T, i_t * BT + BT) - 1
-        t_prev = tl.maximum(i_t * BT - 1, 0)
-        b_zl = _row_vector(z, i_b, i_h, t_last, T, H, K, o_k, m_k).to(ACC)
-        b_zp = _row_vector(z, i_b, i_h, t_prev, T, H, K, o_k, m_k).to(ACC)
-        b_qd = tl.where(m_tk, b_q * tl.exp(tl.minimum(b_zp[None, :] - b_z, 0)), 0)
-        b_dh = b_dh * tl.exp(tl.minimum(b_zp - b_zl, 0))[:, None]
-        b_dh += tl.dot(tl.trans(b_qd), b_do, input_precision="ieee")
 
 
 @triton.jit(do_not_specialize=["T"])
@@ -258,15 +146,9 @@ def additive_bwd_dv_kernel(
     ACC: tl.constexpr,
 ):
     i_v, i_t, i_bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
-    i_b = tl.cast(i_bh // H, tl.int64)
-    i_h = i_bh % H
-    i_bh64 = tl.cast(i_bh, tl.int64)
-    NT = tl.cdiv(T, BT)
+    i_b, i_h, i_bh64, NT = chunk_program(i_bh, T, H, BT)
 
-    o_t = tl.arange(0, BT)
-    o_tt = i_t * BT + o_t
-    m_t = o_tt < T
-    o_row = (i_b * T + o_tt) * H + i_h
+    o_t, m_t, o_row = chunk_rows(i_b, i_h, i_t, T, H, BT)
     o_v = i_v * BV + tl.arange(0, BV)
     m_v = o_v < V
     m_tv = m_t[:, None] & m_v[None, :]
@@ -280,7 +162,7 @@ def additive_bwd_dv_kernel(
         m_tk = m_t[:, None] & m_k[None, :]
         b_k = tl.load(k + o_row[:, None] * K + o_k[None, :], mask=m_tk, other=0).to(ACC)
         b_g = tl.load(g + o_row[:, None] * K + o_k[None, :], mask=m_tk, other=0).to(ACC)
-        b_zl = _row_vector(z, i_b, i_h, t_last, T, H, K, o_k, m_k).to(ACC)
+        b_zl = load_row_vector(z, i_b, i_h, t_last, T, H, K, o_k, m_k).to(ACC)
         b_kd = tl.where(m_tk, b_k * tl.exp(tl.minimum(b_g - b_zl[None, :], 0)), 0)
         b_dh = tl.load(dh + i_c * K * V + o_k[:, None] * V + o_v[None, :], mask=m_k[:, None] & m_v[None, :], other=0)
         b_dv += tl.dot(b_kd, b_dh.to(ACC), input_precision="ieee")
@@ -312,15 +194,9 @@ def additive_bwd_dqk_kernel(
     ACC: tl.constexpr,
 ):
     i_k, i_t, i_bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
-    i_b = tl.cast(i_bh // H, tl.int64)
-    i_h = i_bh % H
-    i_bh64 = tl.cast(i_bh, tl.int64)
-    NT = tl.cdiv(T, BT)
+    i_b, i_h, i_bh64, NT = chunk_program(i_bh, T, H, BT)
 
-    o_t = tl.arange(0, BT)
-    o_tt = i_t * BT + o_t
-    m_t = o_tt < T
-    o_row = (i_b * T + o_tt) * H + i_h
+    o_t, m_t, o_row = chunk_rows(i_b, i_h, i_t, T, H, BT)
     o_k = i_k * BK + tl.arange(0, BK)
     m_k = o_k < K
     m_tk = m_t[:, None] & m_k[None, :]
@@ -348,16 +224,16 @@ def additive_bwd_dqk_kernel(
     b_z = tl.load(z + o_row[:, None] * K + o_k[None, :], mask=m_tk, other=0).to(ACC)
     t_last = tl.minimum(T, i_t * BT + BT) - 1
     t_prev = tl.maximum(i_t * BT - 1, 0)
-    b_zl = _row_vector(z, i_b, i_h, t_last, T, H, K, o_k, m_k).to(ACC)
-    b_zp = _row_vector(z, i_b, i_h, t_prev, T, H, K, o_k, m_k).to(ACC)
+    b_zl = load_row_vector(z, i_b, i_h, t_last, T, H, K, o_k, m_k).to(ACC)
+    b_zp = load_row_vector(z, i_b, i_h, t_prev, T, H, K, o_k, m_k).to(ACC)
     # inter-chunk parts
     b_dq = tl.where(m_tk, b_dq * tl.exp(tl.minimum(b_zp[None, :] - b_z, 0)), 0)
     b_dk = tl.where(m_tk, b_dk * tl.exp(tl.minimum(b_g - b_zl[None, :], 0)), 0)
     # intra-chunk parts, per key channel: weight exp(g_{j,c} - z_{t,c}) for t >= j
     for j in range(BT):
         t_j = i_t * BT + j
-        b_kj = _row_vector(k, i_b, i_h, t_j, T, H, K, o_k, m_k).to(ACC)
-        b_gj = _row_vector(g, i_b, i_h, t_j, T, H, K, o_k, m_k).to(ACC)
+        b_kj = load_row_vector(k, i_b, i_h, t_j, T, H, K, o_k, m_k).to(ACC)
+        b_gj = load_row_vector(g, i_b, i_h, t_j, T, H, K, o_k, m_k).to(ACC)
         m_j = (o_t >= j) & m_t
         b_w = tl.where(m_j[:, None], tl.exp(tl.minimum(b_gj[None, :] - b_z, 0)), 0)  # [BT, BK]
         b_col = tl.sum(tl.where(o_t[None, :] == j, b_dA, 0), axis=1)  # dA[:, j]
@@ -366,20 +242,6 @@ def additive_bwd_dqk_kernel(
         b_dk += tl.where(o_t[:, None] == j, b_dkj[None, :], 0)
     tl.store(dq + o_row[:, None] * K + o_k[None, :], b_dq.to(dq.dtype.element_ty), mask=m_tk)
     tl.store(dk + o_row[:, None] * K + o_k[None, :], b_dk.to(dk.dtype.element_ty), mask=m_tk)
-
-
-def chunk_additive_fwd_h(
-    k: torch.Tensor, v: torch.Tensor, g: torch.Tensor, z: torch.Tensor, chunk_size: int
-) -> torch.Tensor:
-    """Normalised states before every chunk ``h [B, H, NT, K, V]``."""
-    B, T, H, K = k.shape
-    V = v.shape[-1]
-    BT, BK, BV = chunk_size, block_size(K), block_size(V)
-    NT = triton.cdiv(T, BT)
-    h = k.new_empty(B, H, NT, K, V)
-    grid = (triton.cdiv(K, BK), triton.cdiv(V, BV), B * H)
-    additive_fwd_h_kernel[grid](k, v, g, z, h, T, H=H, K=K, V=V, BT=BT, BK=BK, BV=BV, ACC=acc_dtypes(k.dtype)[1])
-    return h
 
 
 def chunk_additive_fwd(
@@ -391,7 +253,7 @@ def chunk_additive_fwd(
     BT, BK, BV = chunk_size, block_size(K), block_size(V)
     NT = triton.cdiv(T, BT)
     ACC = acc_dtypes(q.dtype)[1]
-    h = chunk_additive_fwd_h(k, v, g, z, chunk_size)
+    h, _ = chunk_fwd_h(k, v, g, z, None, False, chunk_size)
     A = q.new_empty(B, H, NT, BT, BT)
     additive_fwd_A_kernel[(NT, B * H)](q, k, g, z, A, T, H=H, K=K, BT=BT, BK=BK, ACC=ACC)
     o = torch.empty_like(v)
@@ -417,10 +279,9 @@ def chunk_additive_bwd(
     NT = triton.cdiv(T, BT)
     ACC = acc_dtypes(q.dtype)[1]
     # recompute the states before every chunk instead of keeping them from the forward pass
-    h = chunk_additive_fwd_h(k, v, g, z, chunk_size)
-    dh = q.new_empty(B, H, NT, K, V)
+    h, _ = chunk_fwd_h(k, v, g, z, None, False, chunk_size)
+    dh, _ = chunk_bwd_dh(q, do, g, z, None, None, 1.0, chunk_size)
     sizes = dict(H=H, K=K, V=V, BT=BT, BK=BK, BV=BV, ACC=ACC)
-    additive_bwd_dh_kernel[(triton.cdiv(K, BK), triton.cdiv(V, BV), B * H)](q, z, do, dh, T, **sizes)
     dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
     additive_bwd_dv_kernel[(triton.cdiv(V, BV), NT, B * H)](k, g, z, A, do, dh, dv, T, **sizes)
     additive_bwd_dqk_kernel[(triton.cdiv(K, BK), NT, B * H)](q, k, v, g, z, h, do, dh, dq, dk, T, **sizes)

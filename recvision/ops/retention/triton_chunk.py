@@ -7,12 +7,11 @@ Sun et al., "Retentive Network: A Successor to Transformer for Large Language Mo
 Layout follows flash-linear-attention: ``q, k [B, T, H, K]``, ``v [B, T, H, V]``, ``g_gamma [H] = log gamma``.
 The sequence is cut into ``NT = ceil(T / BT)`` chunks of ``BT`` tokens (the last one may be shorter). Kernels:
 
-* ``chunk_retention_fwd_h_kernel``: one program per ``(K-block, V-block, b*h)`` walks the chunks in order and
-  writes the state *before* every chunk to ``h [B, H, NT, K, V]`` (and the final state);
+* the state walks of :mod:`recvision.ops.common.chunk_state` (shared with the additive recurrence): the state
+  *before* every chunk ``h [B, H, NT, K, V]`` (and the final state), and in the backward pass the gradient of the
+  state *after* every chunk ``dh [B, H, NT, K, V]`` (seeded with ``dht``) and ``dh0``;
 * ``chunk_retention_fwd_o_kernel``: one program per ``(V-block, chunk, b*h)``,
   ``o = scale * ((q k^T ⊙ D) v + gamma^(i+1) q h)``;
-* ``chunk_retention_bwd_dh_kernel``: the reverse walk, ``dh [B, H, NT, K, V]`` = gradient of the state *after*
-  every chunk (seeded with ``dht``), and ``dh0``;
 * ``chunk_retention_bwd_dv_kernel`` / ``chunk_retention_bwd_dqk_kernel``: per ``(block, chunk, b*h)`` gradients.
 
 Element-wise maths runs in float32 (float64 for float64 inputs). ``tl.dot`` operands are in the input dtype for
@@ -26,13 +25,15 @@ import torch
 import triton
 import triton.language as tl
 
+from ..common.chunk_state import chunk_bwd_dh, chunk_fwd_h
 from ..common.triton_utils import (
     block_size,
     check_chunk_size,
     check_head_dims,
+    chunk_program,
+    chunk_rows,
     kernel_dtypes,
     num_stages,
-    state_blocks,
 )
 from ..utils.guards import input_guard
 from .common import retention_log_decay_grad
@@ -41,67 +42,6 @@ __all__ = ["ChunkRetentionFunction", "chunk_retention_triton"]
 
 # largest chunk: a [BT, BT] score tile of 256 x 256 float32 is the most one program holds
 MAX_CHUNK = 256
-
-
-@triton.jit(do_not_specialize=["T"])
-def chunk_retention_fwd_h_kernel(
-    k,
-    v,
-    g,
-    h,
-    h0,
-    ht,
-    T,
-    H: tl.constexpr,
-    K: tl.constexpr,
-    V: tl.constexpr,
-    BT: tl.constexpr,
-    BK: tl.constexpr,
-    BV: tl.constexpr,
-    ACC: tl.constexpr,
-    DT: tl.constexpr,
-    PREC: tl.constexpr,
-    USE_INITIAL_STATE: tl.constexpr,
-    STORE_FINAL_STATE: tl.constexpr,
-):
-    i_k, i_v, i_bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
-    i_b = tl.cast(i_bh // H, tl.int64)
-    i_h = i_bh % H
-    i_bh64 = tl.cast(i_bh, tl.int64)
-    NT = tl.cdiv(T, BT)
-    b_g = tl.load(g + i_h).to(ACC)
-
-    o_t = tl.arange(0, BT)
-    o_k = i_k * BK + tl.arange(0, BK)
-    o_v = i_v * BV + tl.arange(0, BV)
-    m_k = o_k < K
-    m_v = o_v < V
-    m_kv = m_k[:, None] & m_v[None, :]
-    # offsets inside one [K, V] state
-    o_kv = o_k[:, None] * V + o_v[None, :]
-
-    b_h = tl.zeros([BK, BV], dtype=ACC)
-    if USE_INITIAL_STATE:
-        b_h += tl.load(h0 + i_bh64 * K * V + o_kv, mask=m_kv, other=0).to(ACC)
-
-    for i_t in range(NT):
-        i_t64 = tl.cast(i_t, tl.int64)
-        tl.store(h + (i_bh64 * NT + i_t64) * K * V + o_kv, b_h.to(h.dtype.element_ty), mask=m_kv)
-        o_tt = i_t * BT + o_t
-        m_t = o_tt < T
-        # row offsets of the chunk's tokens in [B, T, H, *]
-        o_row = (i_b * T + o_tt) * H + i_h
-        b_k = tl.load(k + o_row[:, None] * K + o_k[None, :], mask=m_t[:, None] & m_k[None, :], other=0).to(ACC)
-        b_v = tl.load(v + o_row[:, None] * V + o_v[None, :], mask=m_t[:, None] & m_v[None, :], other=0)
-        # real length of this chunk (the last one may be short)
-        L = tl.minimum(T - i_t * BT, BT)
-        # gamma^(L-1-j) for the valid tokens, 0 for the padding
-        b_dk = tl.where(m_t, tl.exp(b_g * tl.where(m_t, L - 1 - o_t, 0).to(ACC)), 0)
-        b_kd = tl.trans(b_k * b_dk[:, None]).to(DT)  # [BK, BT]
-        b_h = b_h * tl.exp(b_g * L) + tl.dot(b_kd, b_v.to(DT), input_precision=PREC)
-
-    if STORE_FINAL_STATE:
-        tl.store(ht + i_bh64 * K * V + o_kv, b_h.to(ht.dtype.element_ty), mask=m_kv)
 
 
 @triton.jit(do_not_specialize=["T"])
@@ -125,16 +65,10 @@ def chunk_retention_fwd_o_kernel(
     PREC: tl.constexpr,
 ):
     i_v, i_t, i_bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
-    i_b = tl.cast(i_bh // H, tl.int64)
-    i_h = i_bh % H
-    i_bh64 = tl.cast(i_bh, tl.int64)
-    NT = tl.cdiv(T, BT)
+    i_b, i_h, i_bh64, NT = chunk_program(i_bh, T, H, BT)
     b_g = tl.load(g + i_h).to(ACC)
 
-    o_t = tl.arange(0, BT)
-    o_tt = i_t * BT + o_t
-    m_t = o_tt < T
-    o_row = (i_b * T + o_tt) * H + i_h
+    o_t, m_t, o_row = chunk_rows(i_b, i_h, i_t, T, H, BT)
     o_v = i_v * BV + tl.arange(0, BV)
     m_v = o_v < V
     p_h = h + (i_bh64 * NT + tl.cast(i_t, tl.int64)) * K * V
@@ -161,67 +95,6 @@ def chunk_retention_fwd_o_kernel(
 
 
 @triton.jit(do_not_specialize=["T"])
-def chunk_retention_bwd_dh_kernel(
-    q,
-    do,
-    g,
-    dh,
-    dht,
-    dh0,
-    scale,
-    T,
-    H: tl.constexpr,
-    K: tl.constexpr,
-    V: tl.constexpr,
-    BT: tl.constexpr,
-    BK: tl.constexpr,
-    BV: tl.constexpr,
-    ACC: tl.constexpr,
-    DT: tl.constexpr,
-    PREC: tl.constexpr,
-    USE_FINAL_STATE_GRADIENT: tl.constexpr,
-    STORE_INITIAL_STATE_GRADIENT: tl.constexpr,
-):
-    i_k, i_v, i_bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
-    i_b = tl.cast(i_bh // H, tl.int64)
-    i_h = i_bh % H
-    i_bh64 = tl.cast(i_bh, tl.int64)
-    NT = tl.cdiv(T, BT)
-    b_g = tl.load(g + i_h).to(ACC)
-
-    o_t = tl.arange(0, BT)
-    o_k = i_k * BK + tl.arange(0, BK)
-    o_v = i_v * BV + tl.arange(0, BV)
-    m_k = o_k < K
-    m_v = o_v < V
-    m_kv = m_k[:, None] & m_v[None, :]
-    o_kv = o_k[:, None] * V + o_v[None, :]
-    # scale * gamma^(i+1): how the state before a chunk reaches its queries
-    b_dq = scale * tl.exp(b_g * (o_t + 1).to(ACC))
-
-    b_dh = tl.zeros([BK, BV], dtype=ACC)
-    if USE_FINAL_STATE_GRADIENT:
-        b_dh += tl.load(dht + i_bh64 * K * V + o_kv, mask=m_kv, other=0).to(ACC)
-
-    for i_r in range(NT):
-        i_t = NT - 1 - i_r
-        i_t64 = tl.cast(i_t, tl.int64)
-        # gradient w.r.t. the state after chunk i_t
-        tl.store(dh + (i_bh64 * NT + i_t64) * K * V + o_kv, b_dh.to(dh.dtype.element_ty), mask=m_kv)
-        o_tt = i_t * BT + o_t
-        m_t = o_tt < T
-        o_row = (i_b * T + o_tt) * H + i_h
-        b_q = tl.load(q + o_row[:, None] * K + o_k[None, :], mask=m_t[:, None] & m_k[None, :], other=0).to(ACC)
-        b_do = tl.load(do + o_row[:, None] * V + o_v[None, :], mask=m_t[:, None] & m_v[None, :], other=0)
-        L = tl.minimum(T - i_t * BT, BT)
-        b_qd = tl.trans(b_q * b_dq[:, None]).to(DT)  # [BK, BT]
-        b_dh = b_dh * tl.exp(b_g * L) + tl.dot(b_qd, b_do.to(DT), input_precision=PREC)
-
-    if STORE_INITIAL_STATE_GRADIENT:
-        tl.store(dh0 + i_bh64 * K * V + o_kv, b_dh.to(dh0.dtype.element_ty), mask=m_kv)
-
-
-@triton.jit(do_not_specialize=["T"])
 def chunk_retention_bwd_dv_kernel(
     q,
     k,
@@ -242,16 +115,10 @@ def chunk_retention_bwd_dv_kernel(
     PREC: tl.constexpr,
 ):
     i_v, i_t, i_bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
-    i_b = tl.cast(i_bh // H, tl.int64)
-    i_h = i_bh % H
-    i_bh64 = tl.cast(i_bh, tl.int64)
-    NT = tl.cdiv(T, BT)
+    i_b, i_h, i_bh64, NT = chunk_program(i_bh, T, H, BT)
     b_g = tl.load(g + i_h).to(ACC)
 
-    o_t = tl.arange(0, BT)
-    o_tt = i_t * BT + o_t
-    m_t = o_tt < T
-    o_row = (i_b * T + o_tt) * H + i_h
+    o_t, m_t, o_row = chunk_rows(i_b, i_h, i_t, T, H, BT)
     o_v = i_v * BV + tl.arange(0, BV)
     m_v = o_v < V
     m_tv = m_t[:, None] & m_v[None, :]
@@ -304,16 +171,10 @@ def chunk_retention_bwd_dqk_kernel(
     PREC: tl.constexpr,
 ):
     i_k, i_t, i_bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
-    i_b = tl.cast(i_bh // H, tl.int64)
-    i_h = i_bh % H
-    i_bh64 = tl.cast(i_bh, tl.int64)
-    NT = tl.cdiv(T, BT)
+    i_b, i_h, i_bh64, NT = chunk_program(i_bh, T, H, BT)
     b_g = tl.load(g + i_h).to(ACC)
 
-    o_t = tl.arange(0, BT)
-    o_tt = i_t * BT + o_t
-    m_t = o_tt < T
-    o_row = (i_b * T + o_tt) * H + i_h
+    o_t, m_t, o_row = chunk_rows(i_b, i_h, i_t, T, H, BT)
     o_k = i_k * BK + tl.arange(0, BK)
     m_k = o_k < K
     m_tk = m_t[:, None] & m_k[None, :]
@@ -350,48 +211,6 @@ def chunk_retention_bwd_dqk_kernel(
     tl.store(dk + o_row[:, None] * K + o_k[None, :], b_dk.to(dk.dtype.element_ty), mask=m_tk)
 
 
-def chunk_retention_fwd_h(
-    k: torch.Tensor,
-    v: torch.Tensor,
-    g: torch.Tensor,
-    initial_state: torch.Tensor | None,
-    output_final_state: bool,
-    chunk_size: int,
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """States before every chunk ``h [B, H, NT, K, V]`` and the final state ``[B, H, K, V]`` (or ``None``)."""
-    B, T, H, K = k.shape
-    V = v.shape[-1]
-    BT, (BK, BV) = chunk_size, state_blocks(K, V, B * H, k.device)
-    NT = triton.cdiv(T, BT)
-    acc, ACC, DT, PREC = kernel_dtypes(k.dtype)
-    h = k.new_empty(B, H, NT, K, V, dtype=acc)
-    ht = k.new_empty(B, H, K, V, dtype=acc) if output_final_state else None
-    grid = (triton.cdiv(K, BK), triton.cdiv(V, BV), B * H)
-    chunk_retention_fwd_h_kernel[grid](
-        k=k,
-        v=v,
-        g=g,
-        h=h,
-        h0=initial_state,
-        ht=ht,
-        T=T,
-        H=H,
-        K=K,
-        V=V,
-        BT=BT,
-        BK=BK,
-        BV=BV,
-        ACC=ACC,
-        DT=DT,
-        PREC=PREC,
-        USE_INITIAL_STATE=initial_state is not None,
-        STORE_FINAL_STATE=output_final_state,
-        num_warps=4,
-        num_stages=num_stages(k.dtype),
-    )
-    return h, ht
-
-
 def chunk_retention_fwd(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -407,7 +226,7 @@ def chunk_retention_fwd(
     V = v.shape[-1]
     BT, BK, BV = chunk_size, block_size(K), block_size(V)
     _, ACC, DT, PREC = kernel_dtypes(q.dtype)
-    h, ht = chunk_retention_fwd_h(k, v, g, initial_state, output_final_state, chunk_size)
+    h, ht = chunk_fwd_h(k, v, g, None, initial_state, output_final_state, chunk_size)
     o = torch.empty_like(v)
     grid = (triton.cdiv(V, BV), triton.cdiv(T, BT), B * H)
     chunk_retention_fwd_o_kernel[grid](
@@ -459,25 +278,9 @@ def chunk_retention_bwd(
     NK, NV = triton.cdiv(K, BK), triton.cdiv(V, BV)
     acc, ACC, DT, PREC = kernel_dtypes(q.dtype)
     # recompute the states before every chunk instead of keeping them from the forward pass
-    h, _ = chunk_retention_fwd_h(k, v, g, initial_state, False, chunk_size)
-    dh = q.new_empty(B, H, NT, K, V, dtype=acc)
-    dh0 = torch.empty_like(initial_state, dtype=acc) if initial_state is not None else None
+    h, _ = chunk_fwd_h(k, v, g, None, initial_state, False, chunk_size)
+    dh, dh0 = chunk_bwd_dh(q, do, g, None, dht, initial_state, scale, chunk_size)
     common = dict(T=T, H=H, K=K, V=V, BT=BT, ACC=ACC, DT=DT, PREC=PREC, num_warps=4, num_stages=num_stages(q.dtype))
-    BKs, BVs = state_blocks(K, V, B * H, q.device)
-    chunk_retention_bwd_dh_kernel[(triton.cdiv(K, BKs), triton.cdiv(V, BVs), B * H)](
-        q=q,
-        do=do,
-        g=g,
-        dh=dh,
-        dht=dht,
-        dh0=dh0,
-        scale=scale,
-        USE_FINAL_STATE_GRADIENT=dht is not None,
-        STORE_INITIAL_STATE_GRADIENT=dh0 is not None,
-        BK=BKs,
-        BV=BVs,
-        **common,
-    )
     # dg is computed from dq and dk: keep them in the accumulation dtype until then
     grad_dtype = acc if need_dg else None
     dq, dk, dv = torch.empty_like(q, dtype=grad_dtype), torch.empty_like(k, dtype=grad_dtype), torch.empty_like(v)
