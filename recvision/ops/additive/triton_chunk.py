@@ -27,7 +27,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ..common.chunk_state import chunk_bwd_dh, chunk_fwd_h
+from ..common.chunk_state import chunk_bwd_dh, chunk_bwd_dqk_states, chunk_fwd_h
 from ..common.triton_utils import (
     acc_dtypes,
     block_size,
@@ -202,22 +202,10 @@ def additive_bwd_dqk_kernel(
     m_tk = m_t[:, None] & m_k[None, :]
     i_c = i_bh64 * NT + tl.cast(i_t, tl.int64)
 
-    # b_dA[t, s] = do_t . v_s
-    b_dA = tl.zeros([BT, BT], dtype=ACC)
-    b_dq = tl.zeros([BT, BK], dtype=ACC)
-    b_dk = tl.zeros([BT, BK], dtype=ACC)
-    for i_v in range(tl.cdiv(V, BV)):
-        o_v = i_v * BV + tl.arange(0, BV)
-        m_v = o_v < V
-        m_tv = m_t[:, None] & m_v[None, :]
-        m_kv = m_k[:, None] & m_v[None, :]
-        b_do = tl.load(do + o_row[:, None] * V + o_v[None, :], mask=m_tv, other=0).to(ACC)
-        b_v = tl.load(v + o_row[:, None] * V + o_v[None, :], mask=m_tv, other=0).to(ACC)
-        b_h = tl.load(h + i_c * K * V + o_k[:, None] * V + o_v[None, :], mask=m_kv, other=0).to(ACC)
-        b_dh = tl.load(dh + i_c * K * V + o_k[:, None] * V + o_v[None, :], mask=m_kv, other=0).to(ACC)
-        b_dA += tl.dot(b_do, tl.trans(b_v), input_precision="ieee")
-        b_dq += tl.dot(b_do, tl.trans(b_h), input_precision="ieee")
-        b_dk += tl.dot(b_v, tl.trans(b_dh), input_precision="ieee")
+    # b_dA[t, s] = do_t . v_s; every product in the accumulation dtype, dots in IEEE precision
+    b_dA, b_dq, b_dk = chunk_bwd_dqk_states(
+        do, v, h + i_c * K * V, dh + i_c * K * V, o_row, m_t, o_k, m_k, V, BT, BK, BV, ACC, ACC, "ieee"
+    )
 
     b_q = tl.load(q + o_row[:, None] * K + o_k[None, :], mask=m_tk, other=0).to(ACC)
     b_g = tl.load(g + o_row[:, None] * K + o_k[None, :], mask=m_tk, other=0).to(ACC)

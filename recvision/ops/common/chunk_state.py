@@ -17,7 +17,9 @@ Kernels (one program per ``(K-block, V-block, b*h)``, walking the chunks one aft
 * ``chunk_fwd_h_kernel``: the state *before* every chunk into ``h [B, H, NT, K, V]`` (optionally from an initial
   state ``h0`` and writing the final state ``ht``);
 * ``chunk_bwd_dh_kernel``: the reverse walk, the gradient of the state *after* every chunk into
-  ``dh [B, H, NT, K, V]`` (optionally seeded with ``dht`` and writing ``dh0``).
+  ``dh [B, H, NT, K, V]`` (optionally seeded with ``dht`` and writing ``dh0``);
+* ``chunk_bwd_dqk_states``: a ``@triton.jit`` helper of both ops' ``dq`` / ``dk`` kernels, the products with the
+  values and the states of one chunk.
 
 The maths of each op is in its folder's ``README.md``.
 """
@@ -29,16 +31,59 @@ import triton
 import triton.language as tl
 
 from .triton_utils import (
+    chunk_launch_meta,
     chunk_program,
     chunk_rows,
     kernel_dtypes,
     load_row_vector,
-    num_stages,
+    load_state,
     state_blocks,
     state_tile,
+    store_state,
 )
 
 __all__ = ["chunk_bwd_dh", "chunk_fwd_h"]
+
+
+@triton.jit
+def chunk_bwd_dqk_states(
+    do,
+    v,
+    p_h,
+    p_dh,
+    o_row,
+    m_t,
+    o_k,
+    m_k,
+    V: tl.constexpr,
+    BT: tl.constexpr,
+    BK: tl.constexpr,
+    BV: tl.constexpr,
+    ACC: tl.constexpr,
+    DT: tl.constexpr,
+    PREC: tl.constexpr,
+):
+    """The products of the ``dq`` / ``dk`` kernels of one chunk and K-block, summed over the V-blocks.
+
+    ``p_h``, ``p_dh`` point at the chunk's ``[K, V]`` state and state gradient. Returns ``dA = do v^T [BT, BT]`` and
+    the parts through the states, ``dq = do h^T`` and ``dk = v dh^T`` (``[BT, BK]``, before each op's decays).
+    """
+    b_dA = tl.zeros([BT, BT], dtype=ACC)
+    b_dq = tl.zeros([BT, BK], dtype=ACC)
+    b_dk = tl.zeros([BT, BK], dtype=ACC)
+    for i_v in range(tl.cdiv(V, BV)):
+        o_v = i_v * BV + tl.arange(0, BV)
+        m_v = o_v < V
+        m_tv = m_t[:, None] & m_v[None, :]
+        m_kv = m_k[:, None] & m_v[None, :]
+        b_do = tl.load(do + o_row[:, None] * V + o_v[None, :], mask=m_tv, other=0).to(DT)
+        b_v = tl.load(v + o_row[:, None] * V + o_v[None, :], mask=m_tv, other=0).to(DT)
+        b_h = tl.load(p_h + o_k[:, None] * V + o_v[None, :], mask=m_kv, other=0).to(DT)
+        b_dh = tl.load(p_dh + o_k[:, None] * V + o_v[None, :], mask=m_kv, other=0).to(DT)
+        b_dA += tl.dot(b_do, tl.trans(b_v), input_precision=PREC)
+        b_dq += tl.dot(b_do, tl.trans(b_h), input_precision=PREC)
+        b_dk += tl.dot(b_v, tl.trans(b_dh), input_precision=PREC)
+    return b_dA, b_dq, b_dk
 
 
 @triton.jit(do_not_specialize=["T"])
@@ -72,7 +117,7 @@ def chunk_fwd_h_kernel(
 
     b_h = tl.zeros([BK, BV], dtype=ACC)
     if USE_INITIAL_STATE:
-        b_h += tl.load(h0 + i_bh64 * K * V + o_kv, mask=m_kv, other=0).to(ACC)
+        b_h += load_state(h0, i_bh64, K, V, o_kv, m_kv).to(ACC)
 
     for i_t in range(NT):
         i_t64 = tl.cast(i_t, tl.int64)
@@ -102,7 +147,7 @@ def chunk_fwd_h_kernel(
             b_h = b_h * tl.exp(b_g * L) + tl.dot(b_kd, b_v.to(DT), input_precision=PREC)
 
     if STORE_FINAL_STATE:
-        tl.store(ht + i_bh64 * K * V + o_kv, b_h.to(ht.dtype.element_ty), mask=m_kv)
+        store_state(ht, b_h, i_bh64, K, V, o_kv, m_kv)
 
 
 @triton.jit(do_not_specialize=["T"])
@@ -139,7 +184,7 @@ def chunk_bwd_dh_kernel(
 
     b_dh = tl.zeros([BK, BV], dtype=ACC)
     if USE_FINAL_STATE_GRADIENT:
-        b_dh += tl.load(dht + i_bh64 * K * V + o_kv, mask=m_kv, other=0).to(ACC)
+        b_dh += load_state(dht, i_bh64, K, V, o_kv, m_kv).to(ACC)
 
     for i_r in range(NT):
         i_t = NT - 1 - i_r
@@ -167,7 +212,7 @@ def chunk_bwd_dh_kernel(
             b_dh = b_dh * tl.exp(b_g * L) + tl.dot(b_qd, b_do.to(DT), input_precision=PREC)
 
     if STORE_INITIAL_STATE_GRADIENT:
-        tl.store(dh0 + i_bh64 * K * V + o_kv, b_dh.to(dh0.dtype.element_ty), mask=m_kv)
+        store_state(dh0, b_dh, i_bh64, K, V, o_kv, m_kv)
 
 
 def chunk_fwd_h(
@@ -194,13 +239,12 @@ def chunk_fwd_h(
     """
     B, T, H, K = k.shape
     V = v.shape[-1]
-    BT, (BK, BV) = chunk_size, state_blocks(K, V, B * H, k.device)
-    NT = triton.cdiv(T, BT)
-    acc, ACC, DT, PREC = kernel_dtypes(k.dtype)
+    BK, BV = state_blocks(K, V, B * H, k.device)
+    NT = triton.cdiv(T, chunk_size)
+    acc = kernel_dtypes(k.dtype)[0]
     h = k.new_empty(B, H, NT, K, V, dtype=acc)
     ht = k.new_empty(B, H, K, V, dtype=acc) if output_final_state else None
-    grid = (triton.cdiv(K, BK), triton.cdiv(V, BV), B * H)
-    chunk_fwd_h_kernel[grid](
+    chunk_fwd_h_kernel[(triton.cdiv(K, BK), triton.cdiv(V, BV), B * H)](
         k=k,
         v=v,
         g=g,
@@ -208,21 +252,12 @@ def chunk_fwd_h(
         h=h,
         h0=initial_state,
         ht=ht,
-        T=T,
-        H=H,
-        K=K,
-        V=V,
-        BT=BT,
         BK=BK,
         BV=BV,
-        ACC=ACC,
-        DT=DT,
-        PREC=PREC,
         KEY_DECAY=z is not None,
         USE_INITIAL_STATE=initial_state is not None,
         STORE_FINAL_STATE=output_final_state,
-        num_warps=4,
-        num_stages=num_stages(k.dtype),
+        **chunk_launch_meta(k, v, chunk_size),
     )
     return h, ht
 
@@ -252,9 +287,9 @@ def chunk_bwd_dh(
     """
     B, T, H, K = q.shape
     V = do.shape[-1]
-    BT, (BK, BV) = chunk_size, state_blocks(K, V, B * H, q.device)
-    NT = triton.cdiv(T, BT)
-    acc, ACC, DT, PREC = kernel_dtypes(q.dtype)
+    BK, BV = state_blocks(K, V, B * H, q.device)
+    NT = triton.cdiv(T, chunk_size)
+    acc = kernel_dtypes(q.dtype)[0]
     dh = q.new_empty(B, H, NT, K, V, dtype=acc)
     dh0 = torch.empty_like(initial_state, dtype=acc) if initial_state is not None else None
     chunk_bwd_dh_kernel[(triton.cdiv(K, BK), triton.cdiv(V, BV), B * H)](
@@ -266,20 +301,11 @@ def chunk_bwd_dh(
         dht=dht,
         dh0=dh0,
         scale=scale,
-        T=T,
-        H=H,
-        K=K,
-        V=V,
-        BT=BT,
         BK=BK,
         BV=BV,
-        ACC=ACC,
-        DT=DT,
-        PREC=PREC,
         KEY_DECAY=z is not None,
         USE_FINAL_STATE_GRADIENT=dht is not None,
         STORE_INITIAL_STATE_GRADIENT=dh0 is not None,
-        num_warps=4,
-        num_stages=num_stages(q.dtype),
+        **chunk_launch_meta(q, do, chunk_size),
     )
     return dh, dh0

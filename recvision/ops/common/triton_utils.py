@@ -22,6 +22,7 @@ __all__ = [
     "block_size",
     "check_chunk_size",
     "check_head_dims",
+    "chunk_launch_meta",
     "interpreted",
     "kernel_dtypes",
     "num_sms",
@@ -94,6 +95,17 @@ def num_stages(dtype: torch.dtype) -> int:
     return 1 if dtype == torch.float64 else 2
 
 
+def chunk_launch_meta(k: torch.Tensor, v: torch.Tensor, chunk_size: int) -> dict:
+    """Launch keywords every chunk kernel takes: ``T, H, K, V, BT``, the accumulation / ``tl.dot`` dtypes
+    ``ACC, DT, PREC``, 4 warps and the pipelining stages, for ``k [B, T, H, K]`` and ``v [B, T, H, V]``."""
+    _, T, H, K = k.shape
+    _, ACC, DT, PREC = kernel_dtypes(k.dtype)
+    return dict(
+        T=T, H=H, K=K, V=v.shape[-1], BT=chunk_size, ACC=ACC, DT=DT, PREC=PREC, num_warps=4,
+        num_stages=num_stages(k.dtype),
+    )  # fmt: skip
+
+
 def check_head_dims(op: str, K: int, V: int) -> None:
     """Raise ``ValueError`` unless both head dims are at most :data:`MAX_HEAD_DIM`."""
     if K > MAX_HEAD_DIM or V > MAX_HEAD_DIM:
@@ -147,6 +159,18 @@ def state_tile(i_k, i_v, K: tl.constexpr, V: tl.constexpr, BK: tl.constexpr, BV:
 
 
 @triton.jit
+def load_state(x, i_bh64, K: tl.constexpr, V: tl.constexpr, o_kv, m_kv):
+    """Block ``o_kv`` of the ``[K, V]`` state number ``i_bh64`` in ``x [B*H, K, V]`` (zeros outside ``m_kv``)."""
+    return tl.load(x + i_bh64 * K * V + o_kv, mask=m_kv, other=0)
+
+
+@triton.jit
+def store_state(x, value, i_bh64, K: tl.constexpr, V: tl.constexpr, o_kv, m_kv):
+    """Store a ``[BK, BV]`` state block into ``x [B*H, K, V]`` (cast to its dtype)."""
+    tl.store(x + i_bh64 * K * V + o_kv, value.to(x.dtype.element_ty), mask=m_kv)
+
+
+@triton.jit
 def load_row_vector(x, i_b, i_h, t, T, H: tl.constexpr, K: tl.constexpr, o_k, m_k):
     """Load ``x[i_b, t, i_h, o_k]`` of a ``[B, T, H, K]`` tensor (zeros where ``t`` or the channel is out of range)."""
     row = (i_b * T + t) * H + i_h
@@ -161,15 +185,3 @@ def chunk_rows(i_b, i_h, i_t, T, H: tl.constexpr, BT: tl.constexpr):
     m_t = o_tt < T
     o_row = (i_b * T + o_tt) * H + i_h
     return o_t, m_t, o_row
-
-
-@triton.jit
-def load_rows(x, o_row, m_t, o_c, m_c, C: tl.constexpr):
-    """``x[rows, cols]`` of a ``[B, T, H, C]`` tensor as a ``[BT, BC]`` tile, zeros outside the masks."""
-    return tl.load(x + o_row[:, None] * C + o_c[None, :], mask=m_t[:, None] & m_c[None, :], other=0)
-
-
-@triton.jit
-def store_rows(x, value, o_row, m_t, o_c, m_c, C: tl.constexpr):
-    """Store a ``[BT, BC]`` tile into ``x[rows, cols]`` of a ``[B, T, H, C]`` tensor (cast to its dtype)."""
-    tl.store(x + o_row[:, None] * C + o_c[None, :], value.to(x.dtype.element_ty), mask=m_t[:, None] & m_c[None, :])

@@ -25,15 +25,15 @@ import torch
 import triton
 import triton.language as tl
 
-from ..common.chunk_state import chunk_bwd_dh, chunk_fwd_h
+from ..common.chunk_state import chunk_bwd_dh, chunk_bwd_dqk_states, chunk_fwd_h
 from ..common.triton_utils import (
     block_size,
     check_chunk_size,
     check_head_dims,
+    chunk_launch_meta,
     chunk_program,
     chunk_rows,
     kernel_dtypes,
-    num_stages,
 )
 from ..utils.guards import input_guard
 from .common import retention_log_decay_grad
@@ -181,21 +181,9 @@ def chunk_retention_bwd_dqk_kernel(
     o_hc = (i_bh64 * NT + tl.cast(i_t, tl.int64)) * K * V
 
     # b_dA[i, j] = do_i . v_j
-    b_dA = tl.zeros([BT, BT], dtype=ACC)
-    b_dq = tl.zeros([BT, BK], dtype=ACC)
-    b_dk = tl.zeros([BT, BK], dtype=ACC)
-    for i_v in range(tl.cdiv(V, BV)):
-        o_v = i_v * BV + tl.arange(0, BV)
-        m_v = o_v < V
-        m_tv = m_t[:, None] & m_v[None, :]
-        m_kv = m_k[:, None] & m_v[None, :]
-        b_do = tl.load(do + o_row[:, None] * V + o_v[None, :], mask=m_tv, other=0).to(DT)
-        b_v = tl.load(v + o_row[:, None] * V + o_v[None, :], mask=m_tv, other=0).to(DT)
-        b_h = tl.load(h + o_hc + o_k[:, None] * V + o_v[None, :], mask=m_kv, other=0).to(DT)
-        b_dh = tl.load(dh + o_hc + o_k[:, None] * V + o_v[None, :], mask=m_kv, other=0).to(DT)
-        b_dA += tl.dot(b_do, tl.trans(b_v), input_precision=PREC)
-        b_dq += tl.dot(b_do, tl.trans(b_h), input_precision=PREC)
-        b_dk += tl.dot(b_v, tl.trans(b_dh), input_precision=PREC)
+    b_dA, b_dq, b_dk = chunk_bwd_dqk_states(
+        do, v, h + o_hc, dh + o_hc, o_row, m_t, o_k, m_k, V, BT, BK, BV, ACC, DT, PREC
+    )
 
     L = tl.minimum(T - i_t * BT, BT)
     b_dq = b_dq * (scale * tl.exp(b_g * (o_t + 1).to(ACC)))[:, None]
@@ -224,31 +212,12 @@ def chunk_retention_fwd(
     """Forward pass on contiguous inputs; returns ``o [B, T, H, V]`` and the final state (or ``None``)."""
     B, T, H, K = q.shape
     V = v.shape[-1]
-    BT, BK, BV = chunk_size, block_size(K), block_size(V)
-    _, ACC, DT, PREC = kernel_dtypes(q.dtype)
+    BK, BV = block_size(K), block_size(V)
     h, ht = chunk_fwd_h(k, v, g, None, initial_state, output_final_state, chunk_size)
     o = torch.empty_like(v)
-    grid = (triton.cdiv(V, BV), triton.cdiv(T, BT), B * H)
+    grid = (triton.cdiv(V, BV), triton.cdiv(T, chunk_size), B * H)
     chunk_retention_fwd_o_kernel[grid](
-        q=q,
-        k=k,
-        v=v,
-        h=h,
-        g=g,
-        o=o,
-        scale=scale,
-        T=T,
-        H=H,
-        K=K,
-        V=V,
-        BT=BT,
-        BK=BK,
-        BV=BV,
-        ACC=ACC,
-        DT=DT,
-        PREC=PREC,
-        num_warps=4,
-        num_stages=num_stages(q.dtype),
+        q=q, k=k, v=v, h=h, g=g, o=o, scale=scale, BK=BK, BV=BV, **chunk_launch_meta(q, v, chunk_size)
     )
     return o, ht
 
@@ -276,11 +245,11 @@ def chunk_retention_bwd(
     BT, BK, BV = chunk_size, block_size(K), block_size(V)
     NT = triton.cdiv(T, BT)
     NK, NV = triton.cdiv(K, BK), triton.cdiv(V, BV)
-    acc, ACC, DT, PREC = kernel_dtypes(q.dtype)
+    acc = kernel_dtypes(q.dtype)[0]
     # recompute the states before every chunk instead of keeping them from the forward pass
     h, _ = chunk_fwd_h(k, v, g, None, initial_state, False, chunk_size)
     dh, dh0 = chunk_bwd_dh(q, do, g, None, dht, initial_state, scale, chunk_size)
-    common = dict(T=T, H=H, K=K, V=V, BT=BT, ACC=ACC, DT=DT, PREC=PREC, num_warps=4, num_stages=num_stages(q.dtype))
+    common = chunk_launch_meta(q, v, chunk_size)
     # dg is computed from dq and dk: keep them in the accumulation dtype until then
     grad_dtype = acc if need_dg else None
     dq, dk, dv = torch.empty_like(q, dtype=grad_dtype), torch.empty_like(k, dtype=grad_dtype), torch.empty_like(v)

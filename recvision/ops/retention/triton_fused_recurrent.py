@@ -25,7 +25,14 @@ import torch
 import triton
 import triton.language as tl
 
-from ..common.triton_utils import check_head_dims, kernel_dtypes
+from ..common.triton_utils import (
+    check_head_dims,
+    head_program,
+    kernel_dtypes,
+    load_state,
+    state_tile,
+    store_state,
+)
 from ..utils.guards import input_guard
 from .common import retention_log_decay_grad
 
@@ -56,17 +63,10 @@ def fused_recurrent_retention_fwd_kernel(
     STORE_FINAL_STATE: tl.constexpr,
 ):
     i_v, i_bh = tl.program_id(0), tl.program_id(1)
-    i_b = tl.cast(i_bh // H, tl.int64)
-    i_h = i_bh % H
-    i_bh64 = tl.cast(i_bh, tl.int64)
+    i_b, i_h, i_bh64 = head_program(i_bh, H)
     b_gamma = tl.exp(tl.load(g + i_h).to(ACC))
 
-    o_k = tl.arange(0, BK)
-    o_v = i_v * BV + tl.arange(0, BV)
-    m_k = o_k < K
-    m_v = o_v < V
-    m_kv = m_k[:, None] & m_v[None, :]
-    o_kv = o_k[:, None] * V + o_v[None, :]
+    o_k, o_v, m_k, m_v, m_kv, o_kv = state_tile(0, i_v, K, V, BK, BV)
 
     # token 0 of this (batch, head) in [B, T, H, *]
     row = i_b * T * H + i_h
@@ -77,7 +77,7 @@ def fused_recurrent_retention_fwd_kernel(
 
     b_h = tl.zeros([BK, BV], dtype=ACC)
     if USE_INITIAL_STATE:
-        b_h += tl.load(h0 + i_bh64 * K * V + o_kv, mask=m_kv, other=0).to(ACC)
+        b_h += load_state(h0, i_bh64, K, V, o_kv, m_kv).to(ACC)
     for _ in range(T):
         b_q = tl.load(p_q, mask=m_k, other=0).to(ACC) * scale
         b_k = tl.load(p_k, mask=m_k, other=0).to(ACC)
@@ -91,7 +91,7 @@ def fused_recurrent_retention_fwd_kernel(
         p_o += H * V
 
     if STORE_FINAL_STATE:
-        tl.store(ht + i_bh64 * K * V + o_kv, b_h.to(ht.dtype.element_ty), mask=m_kv)
+        store_state(ht, b_h, i_bh64, K, V, o_kv, m_kv)
 
 
 @triton.jit(do_not_specialize=["T"])
@@ -113,16 +113,10 @@ def fused_recurrent_retention_bwd_dq_kernel(
     USE_INITIAL_STATE: tl.constexpr,
 ):
     i_k, i_bh = tl.program_id(0), tl.program_id(1)
-    i_b = tl.cast(i_bh // H, tl.int64)
-    i_h = i_bh % H
-    i_bh64 = tl.cast(i_bh, tl.int64)
+    i_b, i_h, i_bh64 = head_program(i_bh, H)
     b_gamma = tl.exp(tl.load(g + i_h).to(ACC))
 
-    o_k = i_k * BK + tl.arange(0, BK)
-    o_v = tl.arange(0, BV)
-    m_k = o_k < K
-    m_v = o_v < V
-    m_kv = m_k[:, None] & m_v[None, :]
+    o_k, o_v, m_k, m_v, m_kv, o_kv = state_tile(i_k, 0, K, V, BK, BV)
 
     row = i_b * T * H + i_h
     p_k = k + row * K + o_k
@@ -132,7 +126,7 @@ def fused_recurrent_retention_bwd_dq_kernel(
 
     b_h = tl.zeros([BK, BV], dtype=ACC)
     if USE_INITIAL_STATE:
-        b_h += tl.load(h0 + i_bh64 * K * V + o_k[:, None] * V + o_v[None, :], mask=m_kv, other=0).to(ACC)
+        b_h += load_state(h0, i_bh64, K, V, o_kv, m_kv).to(ACC)
     for _ in range(T):
         b_k = tl.load(p_k, mask=m_k, other=0).to(ACC)
         b_v = tl.load(p_v, mask=m_v, other=0).to(ACC)
@@ -170,17 +164,10 @@ def fused_recurrent_retention_bwd_dkv_kernel(
     STORE_INITIAL_STATE_GRADIENT: tl.constexpr,
 ):
     i_v, i_bh = tl.program_id(0), tl.program_id(1)
-    i_b = tl.cast(i_bh // H, tl.int64)
-    i_h = i_bh % H
-    i_bh64 = tl.cast(i_bh, tl.int64)
+    i_b, i_h, i_bh64 = head_program(i_bh, H)
     b_gamma = tl.exp(tl.load(g + i_h).to(ACC))
 
-    o_k = tl.arange(0, BK)
-    o_v = i_v * BV + tl.arange(0, BV)
-    m_k = o_k < K
-    m_v = o_v < V
-    m_kv = m_k[:, None] & m_v[None, :]
-    o_kv = o_k[:, None] * V + o_v[None, :]
+    o_k, o_v, m_k, m_v, m_kv, o_kv = state_tile(0, i_v, K, V, BK, BV)
 
     # last token of this (batch, head); dk is [NV, B, T, H, K] (partial sums over the V-blocks)
     row = (i_b * T + T - 1) * H + i_h
@@ -194,7 +181,7 @@ def fused_recurrent_retention_bwd_dkv_kernel(
 
     b_dh = tl.zeros([BK, BV], dtype=ACC)
     if USE_FINAL_STATE_GRADIENT:
-        b_dh += tl.load(dht + i_bh64 * K * V + o_kv, mask=m_kv, other=0).to(ACC)
+        b_dh += load_state(dht, i_bh64, K, V, o_kv, m_kv).to(ACC)
     for _ in range(T):
         b_q = tl.load(p_q, mask=m_k, other=0).to(ACC) * scale
         b_k = tl.load(p_k, mask=m_k, other=0).to(ACC)
@@ -215,7 +202,7 @@ def fused_recurrent_retention_bwd_dkv_kernel(
         p_dv -= H * V
 
     if STORE_INITIAL_STATE_GRADIENT:
-        tl.store(dh0 + i_bh64 * K * V + o_kv, b_dh.to(dh0.dtype.element_ty), mask=m_kv)
+        store_state(dh0, b_dh, i_bh64, K, V, o_kv, m_kv)
 
 
 def _blocks(full: int, split: int) -> tuple[int, int]:
