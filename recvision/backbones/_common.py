@@ -171,6 +171,8 @@ class IsotropicClassifierMixin:
         ``dynamic_img_size`` makes the embedding accept any input size; ``channels_last`` makes it return the patch
         grid ``[B, H', W', C]`` instead of the layer's default (``[B, N, C]`` for timm's ``PatchEmbed``).
         """
+        # timm's model contract reads the input channels from the model (test_models.py checks it against the cfg)
+        self.in_chans = in_chans
         embed_args: dict[str, Any] = {}
         if dynamic_img_size:
             embed_args["strict_img_size"] = False
