@@ -6,6 +6,7 @@ import math
 
 import torch
 
+from ..utils.checks import check_qkv
 from ..utils.dtypes import compute_dtype
 
 __all__ = [
@@ -43,24 +44,9 @@ def check_plstm2d_inputs(
     Returns:
         The query scale as a float.
     """
-    for name, t in (("q", q), ("k", k), ("v", v)):
-        if not isinstance(t, torch.Tensor):
-            raise ValueError(f"plstm2d: {name} must be a tensor; got {type(t).__name__}")
-    if q.ndim != 5 or k.ndim != 5 or v.ndim != 5:
-        raise ValueError(
-            "plstm2d expects q, k of shape [B, X, Y, H, DK] and v of shape [B, X, Y, H, DV]; got "
-            f"q {tuple(q.shape)}, k {tuple(k.shape)}, v {tuple(v.shape)}"
-        )
-    if q.shape != k.shape:
-        raise ValueError(f"plstm2d: q and k must have the same shape; got q {tuple(q.shape)}, k {tuple(k.shape)}")
-    if v.shape[:4] != q.shape[:4]:
-        raise ValueError(
-            f"plstm2d: v must be [B, X, Y, H, DV] with B, X, Y, H = {tuple(q.shape[:4])}; got {tuple(v.shape)}"
-        )
+    check_qkv("plstm2d", q, k, v, "[B, X, Y, H, DK]", "[B, X, Y, H, DV]")
     if min(q.shape) == 0 or v.shape[-1] == 0:
         raise ValueError(f"plstm2d: every dimension must be non-empty; got q {tuple(q.shape)}, v {tuple(v.shape)}")
-    if not (q.dtype == k.dtype == v.dtype) or not q.is_floating_point():
-        raise ValueError(f"plstm2d: q, k, v must share one floating dtype; got {q.dtype}, {k.dtype}, {v.dtype}")
     expected = tuple(q.shape[:4])
     for name in GATE_NAMES:
         gate = gates.get(name)

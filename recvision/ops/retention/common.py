@@ -6,6 +6,7 @@ import math
 
 import torch
 
+from ..utils.checks import check_qkv
 from ..utils.dtypes import compute_dtype
 
 __all__ = ["retnet_g_gamma", "check_retention_inputs", "compute_dtype", "retention_log_decay_grad"]
@@ -41,19 +42,9 @@ def check_retention_inputs(
     Returns:
         ``(g_gamma, scale)`` with the defaults filled in (a default ``g_gamma`` is float32 on ``q``'s device).
     """
-    if q.ndim != 4 or k.ndim != 4 or v.ndim != 4:
-        raise ValueError(
-            "retention expects q, k of shape [B, T, H, K] and v of shape [B, T, H, V]; got "
-            f"q {tuple(q.shape)}, k {tuple(k.shape)}, v {tuple(v.shape)}"
-        )
-    if q.shape != k.shape:
-        raise ValueError(f"q and k must have the same shape [B, T, H, K]; got q {tuple(q.shape)}, k {tuple(k.shape)}")
-    if v.shape[:3] != q.shape[:3]:
-        raise ValueError(f"v must be [B, T, H, V] with B, T, H of q {tuple(q.shape[:3])}; got {tuple(v.shape)}")
+    check_qkv("retention", q, k, v, "[B, T, H, K]", "[B, T, H, V]")
     if q.shape[1] == 0:
         raise ValueError("retention needs at least one time step (T >= 1); got T = 0")
-    if not (q.dtype == k.dtype == v.dtype) or not q.is_floating_point():
-        raise ValueError(f"q, k, v must share one floating dtype; got {q.dtype}, {k.dtype}, {v.dtype}")
     B, _, H, K = q.shape
     V = v.shape[-1]
     if g_gamma is None:
