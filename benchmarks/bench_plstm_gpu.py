@@ -3,9 +3,8 @@
 Compares, on square grids of ``side x side`` tokens (default 32, 64, 96, 128), forward and forward + backward
 (gradients of q, k, v and all nine gates), and the peak memory of one forward + backward:
 
-* ``triton_chunk_plstm2d`` with chunk sides 8 and 16 (chunked Triton kernels; the CUDA default, side 8),
-* ``triton_wavefront_plstm2d`` (per-cell anti-diagonal wavefront kernels),
-* ``chunk_plstm2d`` (PyTorch chunk form),
+* ``chunk_plstm2d_triton`` with chunk sides 8 and 16 (chunked Triton kernels; the CUDA default, side 8),
+* ``chunk_plstm2d_torch`` (PyTorch chunk form),
 * ``parallel_plstm2d`` (PyTorch log-depth build of the full gating tensor, quadratic memory).
 
 Gates are P-mode gates of random activations. Times are medians of ``triton.testing.do_bench`` (warm-up
@@ -91,15 +90,13 @@ def _inputs(B: int, side: int, H: int, D: int, dtype: torch.dtype, device: str) 
 
 
 def _methods(torch_chunk_size: int | None) -> dict[str, Callable[..., torch.Tensor]]:
-    from recvision.ops.plstm2d import chunk_plstm2d, parallel_plstm2d
-    from recvision.ops.plstm2d.triton_chunk import triton_chunk_plstm2d
-    from recvision.ops.plstm2d.triton_wavefront import triton_wavefront_plstm2d
+    from recvision.ops.plstm2d import chunk_plstm2d_torch, parallel_plstm2d
+    from recvision.ops.plstm2d.triton_chunk import chunk_plstm2d_triton
 
     return {
-        BASELINE: lambda *a: triton_chunk_plstm2d(*a, chunk_size=8),
-        "triton chunk 16": lambda *a: triton_chunk_plstm2d(*a, chunk_size=16),
-        "triton wavefront": triton_wavefront_plstm2d,
-        "torch chunk": lambda *a: chunk_plstm2d(*a, chunk_size=torch_chunk_size),
+        BASELINE: lambda *a: chunk_plstm2d_triton(*a, chunk_size=8),
+        "triton chunk 16": lambda *a: chunk_plstm2d_triton(*a, chunk_size=16),
+        "torch chunk": lambda *a: chunk_plstm2d_torch(*a, chunk_size=torch_chunk_size),
         "torch parallel": parallel_plstm2d,
     }
 

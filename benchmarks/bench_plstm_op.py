@@ -1,4 +1,4 @@
-"""CPU benchmark of the 2-D pLSTM op: chunked wavefront (``chunk_plstm2d``) against the one-chunk parallel form
+"""CPU benchmark of the 2-D pLSTM op: chunked wavefront (``chunk_plstm2d_torch``) against the one-chunk parallel form
 (``parallel_plstm2d``, the full ``(X Y) x (X Y)`` gating tensor per head).
 
 Grids of 16x16, 32x32, 64x64 and 128x128 tokens by default; B=1, H=4, DK=DV=32, float32, P-mode gates bounded as
@@ -106,7 +106,7 @@ def run_worker(args: argparse.Namespace) -> dict[str, Any]:
     """Measure one (form, side, pass) in this process; returns the JSON-able result."""
     import torch
 
-    from recvision.ops.plstm2d import chunk_plstm2d, parallel_plstm2d
+    from recvision.ops.plstm2d import chunk_plstm2d_torch, parallel_plstm2d
 
     torch.set_num_threads(args.threads)
     form, side, mode = args.worker
@@ -117,7 +117,7 @@ def run_worker(args: argparse.Namespace) -> dict[str, Any]:
         if form == "chunk":
 
             def op() -> torch.Tensor:
-                return chunk_plstm2d(**inputs, chunk_size=args.chunk_size)
+                return chunk_plstm2d_torch(**inputs, chunk_size=args.chunk_size)
         else:
 
             def op() -> torch.Tensor:
@@ -253,7 +253,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--batch", type=int, default=1, help="B")
     parser.add_argument("--heads", type=int, default=4, help="H")
     parser.add_argument("--head-dim", type=int, default=32, help="DK = DV")
-    parser.add_argument("--chunk-size", type=int, default=None, help="chunk side of chunk_plstm2d (default: op's)")
+    parser.add_argument(
+        "--chunk-size", type=int, default=None, help="chunk side of chunk_plstm2d_torch (default: op's)"
+    )
     parser.add_argument(
         "--max-parallel-gib", type=float, default=2.0, help="skip the parallel form where its gating tensor is larger"
     )

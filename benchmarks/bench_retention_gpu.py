@@ -3,7 +3,7 @@
 Compares, for ``B, H, K = V = 1, 12, 64`` and ``T`` in 1024, 4096, 16384, forward and forward + backward:
 
 * ``chunk_retention`` (Triton kernels),
-* ``naive_chunk_retention`` (PyTorch chunkwise),
+* ``chunk_retention_torch`` (PyTorch chunkwise),
 * ``parallel_retention`` (PyTorch, O(T^2) memory),
 * causal ``scaled_dot_product_attention`` restricted to the flash backend (the softmax-attention yardstick).
 
@@ -62,7 +62,7 @@ def main() -> int:
 
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
-    from recvision.ops.retention import chunk_retention, naive_chunk_retention, parallel_retention, retnet_g_gamma
+    from recvision.ops.retention import chunk_retention, chunk_retention_torch, parallel_retention, retnet_g_gamma
     from recvision.ops.utils import relative_rms_error
 
     device = torch.device("cuda")
@@ -73,7 +73,7 @@ def main() -> int:
 
     methods: dict[str, Callable[..., torch.Tensor]] = {
         "chunk (triton)": lambda q, k, v: chunk_retention(q, k, v, g, chunk_size=args.chunk_size, backend="triton")[0],
-        "chunk (torch)": lambda q, k, v: naive_chunk_retention(q, k, v, g, chunk_size=args.chunk_size)[0],
+        "chunk (torch)": lambda q, k, v: chunk_retention_torch(q, k, v, g, chunk_size=args.chunk_size)[0],
         "parallel (torch)": lambda q, k, v: parallel_retention(q, k, v, g)[0],
     }
 
@@ -94,7 +94,7 @@ def main() -> int:
         q, k, v = (torch.randn(B, T, H, K, device=device, dtype=dtype) / math.sqrt(math.sqrt(K)) for _ in range(3))
         do = torch.randn(B, T, H, K, device=device, dtype=dtype)
         with torch.no_grad():
-            ref = naive_chunk_retention(q, k, v, g, chunk_size=args.chunk_size)[0]
+            ref = chunk_retention_torch(q, k, v, g, chunk_size=args.chunk_size)[0]
             tri = methods["chunk (triton)"](q, k, v)
         err = relative_rms_error(ref.float(), tri.float())
         print(f"{T:>6} check: relative RMS error of chunk (triton) vs chunk (torch): {err:.2e}")

@@ -7,10 +7,13 @@ The backend is one of
 
 * ``"auto"`` (default): Triton kernels on CUDA tensors when Triton is importable, PyTorch otherwise;
 * ``"torch"``: always the PyTorch implementations;
-* ``"triton"``: always the Triton kernels, also on CPU tensors. On a machine without a GPU this only works
-  with ``TRITON_INTERPRET=1`` set before ``recvision`` is imported; the test-suite uses it to check kernels.
+* ``"triton"``: always the Triton kernels, also on CPU tensors. It needs the ``triton`` package and either a CUDA
+  GPU or ``TRITON_INTERPRET=1`` (Triton's interpreter, which runs the kernels on CPU tensors; the test-suite uses
+  it to check them); :func:`set_backend` refuses it otherwise, with one line that says what to do.
 
-The initial value comes from the ``RECVISION_BACKEND`` environment variable.
+The initial value comes from the ``RECVISION_BACKEND`` environment variable. No module of recvision imports Triton
+at import time: each op imports its Triton kernels on the first call that runs them, so the package works where
+Triton is not installed (macOS, Windows, CPU-only Linux).
 """
 
 from __future__ import annotations
@@ -22,7 +25,15 @@ from contextlib import contextmanager
 
 import torch
 
-__all__ = ["BACKENDS", "get_backend", "set_backend", "backend", "use_triton", "triton_available"]
+__all__ = [
+    "BACKENDS",
+    "backend",
+    "get_backend",
+    "set_backend",
+    "triton_available",
+    "triton_usable",
+    "use_triton",
+]
 
 BACKENDS = ("auto", "torch", "triton")
 
@@ -37,8 +48,28 @@ _BACKEND = _check("RECVISION_BACKEND", os.environ.get("RECVISION_BACKEND", "auto
 
 
 def triton_available() -> bool:
-    """Whether the ``triton`` package can be imported."""
-    return importlib.util.find_spec("triton") is not None
+    """Whether the ``triton`` package is installed (found without importing it)."""
+    try:
+        return importlib.util.find_spec("triton") is not None
+    except (ImportError, ValueError):
+        # a blocked or half-imported module: treat as absent
+        return False
+
+
+def triton_usable() -> str | None:
+    """``None`` if Triton kernels can run here, else one line saying why not and what to do instead."""
+    if not triton_available():
+        return (
+            "backend 'triton' needs the triton package, which is not installed (pip install triton on Linux with a "
+            "CUDA GPU); use set_backend('auto') or 'torch' to run the PyTorch implementations"
+        )
+    if os.environ.get("TRITON_INTERPRET") == "1" or torch.cuda.is_available():
+        return None
+    return (
+        "backend 'triton' needs a CUDA GPU, and none is visible to PyTorch; use set_backend('auto') or 'torch' on "
+        "this machine, or set TRITON_INTERPRET=1 before the first Triton call to run the kernels in Triton's "
+        "interpreter on CPU tensors (slow, for tests)"
+    )
 
 
 def get_backend() -> str:
@@ -47,9 +78,24 @@ def get_backend() -> str:
 
 
 def set_backend(value: str) -> None:
-    """Set the global backend (``"auto"``, ``"torch"`` or ``"triton"``)."""
+    """Set the global backend (``"auto"``, ``"torch"`` or ``"triton"``).
+
+    Raises:
+        ValueError: for an unknown backend.
+        RuntimeError: for ``"triton"`` where Triton kernels cannot run (:func:`triton_usable` gives the line).
+    """
     global _BACKEND
-    _BACKEND = _check("backend", value)
+    value = _check("backend", value)
+    if value == "triton":
+        _require_triton()
+    _BACKEND = value
+
+
+def _require_triton() -> None:
+    problem = triton_usable()
+    if problem is not None:
+        # raised from None: the one line is the whole message, no chained traceback from a driver lookup
+        raise RuntimeError(problem) from None
 
 
 @contextmanager
@@ -74,7 +120,6 @@ def use_triton(tensor: torch.Tensor, override: str | None = None) -> bool:
     if choice == "torch":
         return False
     if choice == "triton":
-        if not triton_available():
-            raise RuntimeError("backend 'triton' was requested but the triton package is not installed")
+        _require_triton()
         return True
     return tensor.is_cuda and triton_available()

@@ -1,3 +1,10 @@
+# The fastMRI mask family in this file (temp_seed, MaskFunc, RandomMaskFunc, EquiSpacedMaskFunc,
+# EquispacedMaskFractionFunc, MagicMaskFunc, MagicMaskFractionFunc and the fastMRI mask types of
+# create_mask_for_mask_type) is a close port of fastMRI's fastmri/data/subsample.py
+# (https://github.com/facebookresearch/fastMRI), Copyright (c) Facebook, Inc. and its affiliates, released under the
+# MIT license. The MIT notice is reproduced in the NOTICE file at the root of this repository; the rest of the file
+# is recvision's own, under its Apache-2.0 license (LICENSE).
+
 """Cartesian undersampling masks: fastMRI's line masks plus Gaussian and variable-density Poisson-disc 2-D masks.
 
 Every mask function is called as ``mask_func(shape, offset=None, seed=None) -> (mask, num_low_frequencies)``, the

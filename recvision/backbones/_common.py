@@ -154,6 +154,9 @@ class IsotropicClassifierMixin:
     global_pool: str
     num_suffix_tokens: int
     stem_pattern: str = r"^patch_embed"
+    # forward_features is channels-last in every family ([B, N, C] tokens or a [B, H', W', C] map); timm's
+    # contract reads the feature axis from this attribute
+    feature_dim: int = -1
 
     def init_patch_embed(
         self,
@@ -171,6 +174,8 @@ class IsotropicClassifierMixin:
         ``dynamic_img_size`` makes the embedding accept any input size; ``channels_last`` makes it return the patch
         grid ``[B, H', W', C]`` instead of the layer's default (``[B, N, C]`` for timm's ``PatchEmbed``).
         """
+        # timm's model contract reads the input channels from the model (test_models.py checks it against the cfg)
+        self.in_chans = in_chans
         embed_args: dict[str, Any] = {}
         if dynamic_img_size:
             embed_args["strict_img_size"] = False
@@ -252,6 +257,8 @@ class IsotropicClassifierMixin:
         self.num_classes = num_classes
         dd = get_device_dtype(self)
         self.head = nn.Linear(self.head_hidden_size, num_classes, **dd) if num_classes > 0 else nn.Identity()
+        # a fresh module starts in training mode; keep the model's mode (timm's contract checks every module)
+        self.head.train(self.training)
 
     def pool(self, x: torch.Tensor) -> torch.Tensor:
         """Pool tokens ``[B, N (+ suffix), C]`` to ``[B, C]`` according to ``global_pool`` (no-op for ``""``)."""

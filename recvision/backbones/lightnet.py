@@ -115,7 +115,7 @@ class LightNet(IsotropicClassifierMixin, nn.Module):
         init_values: float | None = 1e-5,
         causal: bool = False,
         chunk_size: int = 64,
-        dynamic_img_size: bool = False,
+        dynamic_img_size: bool = True,
         dynamic_img_pad: bool = False,
         drop_rate: float = 0.0,
         proj_drop_rate: float = 0.0,
@@ -130,7 +130,7 @@ class LightNet(IsotropicClassifierMixin, nn.Module):
     ) -> None:
         """
         Args:
-            img_size: nominal input size (the model itself accepts any size with ``dynamic_img_size``).
+            img_size: nominal input size (the pretrained cfg's; the model accepts any size with ``dynamic_img_size``).
             patch_size: patch size.
             in_chans: input channels.
             num_classes: classifier outputs (0 = no classifier).
@@ -142,7 +142,8 @@ class LightNet(IsotropicClassifierMixin, nn.Module):
             init_values: LayerScale initial value (``None`` disables LayerScale).
             causal: raster-order causal token mixing (autoregressive use) instead of global.
             chunk_size: chunk length of the additive scan.
-            dynamic_img_size: accept inputs of any size (timm's PatchEmbed is otherwise strict).
+            dynamic_img_size: accept inputs of any size (the default: LightNet has no position embedding, so nothing
+                depends on the size it was built for; ``False`` makes timm's PatchEmbed check the size).
             dynamic_img_pad: pad inputs to a multiple of the patch size.
             drop_rate: dropout before the classifier.
             proj_drop_rate: MLP dropout.

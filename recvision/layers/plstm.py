@@ -49,7 +49,9 @@ from torch import nn
 
 from ..config import use_triton
 from ..ops.plstm2d import (
-    chunk_plstm2d,
+    chunk_plstm2d_torch as chunk_plstm2d,
+)
+from ..ops.plstm2d import (
     d_mode_gates,
     naive_plstm2d,
     orient,

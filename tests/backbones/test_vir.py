@@ -278,7 +278,7 @@ def test_triton_path_matches_torch_inside_model(mode, triton_device, monkeypatch
     def forbidden(*args, **kwargs):
         raise AssertionError("the Triton backend fell back to PyTorch")
 
-    monkeypatch.setattr("recvision.ops.retention.chunk.naive_chunk_retention", forbidden)
+    monkeypatch.setattr("recvision.ops.retention.chunk.chunk_retention_torch", forbidden)
     monkeypatch.setattr("recvision.ops.retention.fused_recurrent.naive_recurrent_retention", forbidden)
     with recvision.config.backend("triton"):
         out = model(x)

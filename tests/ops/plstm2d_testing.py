@@ -1,4 +1,4 @@
-"""Helpers shared by the tests of the two Triton forms of the 2-D pLSTM (wavefront and chunked).
+"""Helpers shared by the tests of the 2-D pLSTM Triton kernels (the chunk form).
 
 Random inputs in every gate mode, a forward + backward runner, the comparison of the output and all twelve
 gradients against ``naive_plstm2d``, and the ahead-of-time compile step of one kernel.

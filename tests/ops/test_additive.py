@@ -18,7 +18,7 @@ from collections.abc import Callable
 import pytest
 import torch
 
-from recvision.ops.additive import chunk_additive, global_additive, naive_chunk_additive, naive_recurrent_additive
+from recvision.ops.additive import chunk_additive, chunk_additive_torch, global_additive, naive_recurrent_additive
 from recvision.ops.utils import assert_close
 
 AdditiveFn = Callable[..., tuple[torch.Tensor, None]]
@@ -76,8 +76,8 @@ def _check(reference: list, result: list, dtype: torch.dtype) -> None:
 
 
 FORMS = [
-    pytest.param(_chunked(naive_chunk_additive, 16), id="naive_chunk-C16"),
-    pytest.param(_chunked(naive_chunk_additive, 64), id="naive_chunk-C64"),
+    pytest.param(_chunked(chunk_additive_torch, 16), id="chunk_torch-C16"),
+    pytest.param(_chunked(chunk_additive_torch, 64), id="chunk_torch-C64"),
     pytest.param(_chunked(chunk_additive, 16, backend="torch"), id="chunk-torch-C16"),
     pytest.param(_chunked(chunk_additive, 64, backend="torch"), id="chunk-torch-C64"),
     pytest.param(naive_recurrent_additive, id="naive_recurrent"),
@@ -137,8 +137,8 @@ def test_shift_of_g_over_time_does_not_change_the_output() -> None:
     """Adding a per-channel constant to ``g`` (over all t) cancels between ``s_t`` and ``Δ_t``."""
     q, k, v, g = _inputs(2, 30, 2, 8, 6)
     shift = 40.0 * torch.randn(2, 1, 2, 8, dtype=torch.float64)
-    o, _ = naive_chunk_additive(q, k, v, g, chunk_size=8)
-    o_shift, _ = naive_chunk_additive(q, k, v, g + shift, chunk_size=8)
+    o, _ = chunk_additive_torch(q, k, v, g, chunk_size=8)
+    o_shift, _ = chunk_additive_torch(q, k, v, g + shift, chunk_size=8)
     assert_close("o", o, o_shift, 1e-12, atol=0.0)
 
 
@@ -190,7 +190,7 @@ def _direct_global(q, k, v, g):
     [
         pytest.param(global_additive, id="global"),
         pytest.param(lambda *a, **kw: naive_recurrent_additive(*a, causal=False, **kw), id="naive_recurrent"),
-        pytest.param(lambda *a, **kw: naive_chunk_additive(*a, causal=False, **kw), id="naive_chunk"),
+        pytest.param(lambda *a, **kw: chunk_additive_torch(*a, causal=False, **kw), id="chunk_torch"),
         pytest.param(lambda *a, **kw: chunk_additive(*a, causal=False, backend="torch", **kw), id="chunk"),
     ],
 )
@@ -246,9 +246,9 @@ def test_gradcheck_naive_recurrent(with_k: bool) -> None:
 
 
 @pytest.mark.parametrize(("T", "chunk_size"), [pytest.param(7, 3, id="T7-C3-padded"), pytest.param(8, 4, id="T8-C4")])
-def test_gradcheck_naive_chunk(T: int, chunk_size: int) -> None:
+def test_gradcheck_chunk_torch(T: int, chunk_size: int) -> None:
     q, k, v, g = (x.requires_grad_(True) for x in _inputs(1, T, 2, 3, 2, g_scale=2.0))
-    assert torch.autograd.gradcheck(lambda *a: naive_chunk_additive(*a, chunk_size=chunk_size)[0], (q, k, v, g))
+    assert torch.autograd.gradcheck(lambda *a: chunk_additive_torch(*a, chunk_size=chunk_size)[0], (q, k, v, g))
 
 
 def test_gradcheck_global() -> None:
@@ -259,7 +259,7 @@ def test_gradcheck_global() -> None:
 # ----------------------------------------------------------------------------------------------------------------
 # input validation
 
-ALL_FNS = [naive_recurrent_additive, naive_chunk_additive, chunk_additive, global_additive]
+ALL_FNS = [naive_recurrent_additive, chunk_additive_torch, chunk_additive, global_additive]
 
 
 def _bad(case: str):
@@ -296,7 +296,7 @@ def test_bad_inputs_raise_value_error_naming_the_argument(fn: AdditiveFn, case: 
 def test_bad_options() -> None:
     q, k, v, g = _inputs(1, 5, 1, 4, 3)
     with pytest.raises(ValueError, match="chunk_size"):
-        naive_chunk_additive(q, k, v, g, chunk_size=0)
+        chunk_additive_torch(q, k, v, g, chunk_size=0)
     with pytest.raises(ValueError, match="chunk_size"):
         chunk_additive(q, k, v, g, chunk_size=0, backend="torch")
     with pytest.raises(ValueError, match="causal"):

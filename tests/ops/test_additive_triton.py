@@ -151,7 +151,9 @@ def _compile_all(arch: int) -> None:
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
-    from recvision.ops.additive import chunk as C
+    from recvision.ops.additive import triton_chunk as C
+    from recvision.ops.common import chunk_state as S
+    from recvision.ops.common import triton_utils as U
 
     target = GPUTarget("cuda", arch, 32)
 
@@ -173,15 +175,14 @@ def _compile_all(arch: int) -> None:
         assert shared <= SHARED_MEMORY_LIMIT, f"{kernel.__name__} {constants}: {shared} B of shared memory"
 
     for dtype, dt, K, V, BT in ((torch.float32, "fp32", 64, 64, 64), (torch.float64, "fp64", 24, 40, 16)):
-        sizes = dict(H=4, K=K, V=V, BT=BT, BK=C._block(K), BV=C._block(V), ACC=C._acc(dtype))
-        for kernel in (
-            C.additive_fwd_h_kernel,
-            C.additive_fwd_o_kernel,
-            C.additive_bwd_dh_kernel,
-            C.additive_bwd_dv_kernel,
-            C.additive_bwd_dqk_kernel,
-        ):
+        sizes = dict(H=4, K=K, V=V, BT=BT, BK=U.block_size(K), BV=U.block_size(V), ACC=U.acc_dtypes(dtype)[1])
+        for kernel in (C.additive_fwd_o_kernel, C.additive_bwd_dv_kernel, C.additive_bwd_dqk_kernel):
             build(kernel, dt, sizes)
+        # the shared state walks with per-key normalised decays (KEY_DECAY=True: no initial / final states)
+        walk = dict(sizes, DT=sizes["ACC"], PREC="ieee", KEY_DECAY=True)
+        build(S.chunk_fwd_h_kernel, dt, dict(walk, h0=None, ht=None, USE_INITIAL_STATE=False, STORE_FINAL_STATE=False))
+        unused = dict(dht=None, dh0=None, scale=1.0, USE_FINAL_STATE_GRADIENT=False, STORE_INITIAL_STATE_GRADIENT=False)
+        build(S.chunk_bwd_dh_kernel, dt, dict(walk, **unused))
         build(C.additive_fwd_A_kernel, dt, {n: sizes[n] for n in ("H", "K", "BT", "BK", "ACC")})
 
 

@@ -1,7 +1,7 @@
 """Tests of the PyTorch forms of the 2-D pLSTM (``recvision.ops.plstm2d``).
 
 The chain of references: :func:`naive_plstm2d` (the recurrence, cell by cell) is checked by ``gradcheck`` and
-against the two parallel constructions on small grids; :func:`chunk_plstm2d` is checked against
+against the two parallel constructions on small grids; :func:`chunk_plstm2d_torch` is checked against
 :func:`parallel_plstm2d` on grids too large for the naive loop. Every comparison covers the output and the
 gradients of all twelve tensor inputs, driven by a random upstream gradient.
 
@@ -20,7 +20,7 @@ import torch
 
 from recvision.ops.plstm2d import (
     GATE_NAMES,
-    chunk_plstm2d,
+    chunk_plstm2d_torch,
     d_mode_gates,
     naive_plstm2d,
     orient,
@@ -85,7 +85,9 @@ def test_forms_match_naive(X: int, Y: int, dtype: torch.dtype) -> None:
     _assert_all_close(reference, _run(parallel_plstm2d, leaves, do), RATIO[dtype], "parallel")
     # chunk side 2 divides neither 3, 5, 7 nor 9; the default is a single (clipped) chunk on these grids
     for chunk_size in (2, None):
-        _assert_all_close(reference, _run(chunk_plstm2d, leaves, do, chunk_size=chunk_size), RATIO[dtype], "chunk")
+        _assert_all_close(
+            reference, _run(chunk_plstm2d_torch, leaves, do, chunk_size=chunk_size), RATIO[dtype], "chunk"
+        )
 
 
 @pytest.mark.parametrize(
@@ -101,7 +103,7 @@ def test_chunk_matches_parallel(X: int, Y: int, chunk_size: int, dtype: torch.dt
     leaves = _leaves(1, X, Y, 2, 4, 4, dtype)
     do = torch.randn(1, X, Y, 2, 4, dtype=dtype)
     reference = _run(parallel_plstm2d, leaves, do)
-    _assert_all_close(reference, _run(chunk_plstm2d, leaves, do, chunk_size=chunk_size), RATIO[dtype], "chunk")
+    _assert_all_close(reference, _run(chunk_plstm2d_torch, leaves, do, chunk_size=chunk_size), RATIO[dtype], "chunk")
 
 
 def test_naive_gradcheck() -> None:
@@ -163,7 +165,7 @@ def test_modes_and_orientations(mode: str, orientation: int) -> None:
     q, k, v = (torch.randn(B, X, Y, H, 3, dtype=torch.float64, requires_grad=True) for _ in range(3))
     do = torch.randn(B, X, Y, H, 3, dtype=torch.float64)
     results = []
-    for op, kwargs in ((naive_plstm2d, {}), (parallel_plstm2d, {}), (chunk_plstm2d, {"chunk_size": 2})):
+    for op, kwargs in ((naive_plstm2d, {}), (parallel_plstm2d, {}), (chunk_plstm2d_torch, {"chunk_size": 2})):
         torch.manual_seed(7)  # the same pre-activations for every form
         gates, raw = _mode_gates(mode, B, X, Y, H)
         oriented = {name: orient(t, orientation) for name, t in gates.items()}
@@ -186,7 +188,7 @@ def test_orientation_sets_the_flow_direction(orientation: int) -> None:
     leaves = _leaves(B, X, Y, H, 2, 2)
     x0, y0 = 2, 3
     oriented = {name: orient(t, orientation) for name, t in leaves.items()}
-    o = unorient(chunk_plstm2d(**oriented, chunk_size=2), orientation)
+    o = unorient(chunk_plstm2d_torch(**oriented, chunk_size=2), orientation)
     (grad_k,) = torch.autograd.grad(o[0, x0, y0].sum(), leaves["k"])
     depends = grad_k.abs().sum(dim=(0, 3, 4)) > 0  # [X, Y]
     xs, ys = torch.arange(X)[:, None], torch.arange(Y)[None, :]
@@ -203,8 +205,8 @@ def test_chunk_low_precision_inputs(dtype: torch.dtype) -> None:
     low = {name: x.detach().to(dtype).requires_grad_() for name, x in leaves32.items()}
     rounded = {name: x.detach().float().requires_grad_() for name, x in low.items()}
     do = torch.randn(1, 9, 11, 2, 8)
-    reference = _run(chunk_plstm2d, rounded, do, chunk_size=4)
-    actual = _run(chunk_plstm2d, low, do.to(dtype), chunk_size=4)
+    reference = _run(chunk_plstm2d_torch, rounded, do, chunk_size=4)
+    actual = _run(chunk_plstm2d_torch, low, do.to(dtype), chunk_size=4)
     assert actual[0].dtype == dtype and all(g.dtype == dtype for g in actual[1:])
     ratio = 1e-2 if dtype == torch.bfloat16 else 2e-3
     _assert_all_close(reference, actual, ratio, str(dtype))
@@ -229,8 +231,8 @@ def test_bounded_gates_stay_finite_on_a_large_grid(mode: str) -> None:
             (5 * (1 + act[4])).tanh(), act[5].sigmoid(), act[6].sigmoid(), act[7].sigmoid(), chirality="L",
         )  # fmt: skip
     with torch.no_grad():
-        o = chunk_plstm2d(q, k, v, **gates)
-        o_wide = chunk_plstm2d(q, k, v, **gates, chunk_size=16)
+        o = chunk_plstm2d_torch(q, k, v, **gates)
+        o_wide = chunk_plstm2d_torch(q, k, v, **gates, chunk_size=16)
     assert torch.isfinite(o).all()
     assert o.abs().max() < 1e3
     assert_close(f"{mode}: chunk 4 vs 16", o_wide, o, 1e-5, atol=0.0)
@@ -259,7 +261,7 @@ def test_chunk_memory_is_subquadratic() -> None:
 
     def chunk_at(side: int) -> tuple[int, int]:
         leaves = _leaves(1, side, side, H, D, D, torch.float32)
-        return _saved_bytes(lambda: chunk_plstm2d(**leaves, chunk_size=c))
+        return _saved_bytes(lambda: chunk_plstm2d_torch(**leaves, chunk_size=c))
 
     total32, largest32 = chunk_at(32)
     total64, largest64 = chunk_at(64)
@@ -274,7 +276,7 @@ def test_chunk_memory_is_subquadratic() -> None:
 def test_dispatcher_torch_backend_is_the_chunk_form() -> None:
     leaves = _leaves(1, 5, 7, 2, 4, 4, torch.float32)
     with torch.no_grad():
-        expected = chunk_plstm2d(**leaves, chunk_size=2)
+        expected = chunk_plstm2d_torch(**leaves, chunk_size=2)
         assert torch.equal(plstm2d(**leaves, chunk_size=2, backend="torch"), expected)
         assert torch.equal(plstm2d(**leaves, chunk_size=2, backend="auto"), expected)  # CPU tensors
 
@@ -285,7 +287,9 @@ def _kwargs(**overrides: torch.Tensor) -> dict[str, torch.Tensor]:
     return leaves
 
 
-@pytest.mark.parametrize("op", [naive_plstm2d, parallel_plstm2d, chunk_plstm2d], ids=["naive", "parallel", "chunk"])
+@pytest.mark.parametrize(
+    "op", [naive_plstm2d, parallel_plstm2d, chunk_plstm2d_torch], ids=["naive", "parallel", "chunk"]
+)
 @pytest.mark.parametrize(
     "overrides, match",
     [
@@ -305,7 +309,7 @@ def test_bad_inputs_name_the_argument(op: Op, overrides: dict[str, torch.Tensor]
 @pytest.mark.parametrize("chunk_size", [3, 0, -4, 2.0])
 def test_bad_chunk_size(chunk_size: object) -> None:
     with pytest.raises(ValueError, match="chunk_size"):
-        chunk_plstm2d(**_kwargs(), chunk_size=chunk_size)
+        chunk_plstm2d_torch(**_kwargs(), chunk_size=chunk_size)
 
 
 def test_gate_constructors() -> None:

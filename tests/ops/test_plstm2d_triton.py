@@ -1,4 +1,4 @@
-"""Chunked 2-D pLSTM Triton kernels (``triton_chunk_plstm2d``) against the cell-by-cell reference ``naive_plstm2d``.
+"""Chunked 2-D pLSTM Triton kernels (``chunk_plstm2d_triton``) against the cell-by-cell reference ``naive_plstm2d``.
 
 Without a GPU the kernels run on CPU tensors under ``TRITON_INTERPRET=1`` (set in ``tests/conftest.py``). The output
 and the gradients of all twelve inputs (driven by a random upstream ``do``) are compared with relative RMS error.
@@ -27,7 +27,7 @@ from plstm2d_testing import (
 )
 
 from recvision.ops.plstm2d import naive_plstm2d
-from recvision.ops.plstm2d.triton_chunk import triton_chunk_plstm2d, triton_chunk_sides
+from recvision.ops.plstm2d.triton_chunk import chunk_plstm2d_triton, triton_chunk_sides
 from recvision.ops.utils import assert_close
 
 pytestmark = [pytest.mark.triton, pytest.mark.usefixtures("nan_poison")]
@@ -54,14 +54,14 @@ CASES = [
 @pytest.mark.parametrize("B, X, Y, H, K, V, mode, chunk_size", CASES)
 def test_triton_chunk_matches_naive(triton_device, B, X, Y, H, K, V, mode, chunk_size):
     inputs = random_inputs(B, X, Y, H, K, V, mode, triton_device)
-    compare_with_naive(triton_chunk_plstm2d, inputs, RATIO[torch.float32], chunk_size=chunk_size)
+    compare_with_naive(chunk_plstm2d_triton, inputs, RATIO[torch.float32], chunk_size=chunk_size)
 
 
 @pytest.mark.parametrize("mode, gate_dtype", [("P", None), ("DL", torch.float32)])
 def test_float16(triton_device, mode, gate_dtype):
     """float16 inputs (float32 states); the reference computes on the same float16 values in float32."""
     inputs = random_inputs(1, 9, 6, 2, 16, 8, mode, triton_device, torch.float16, gate_dtype)
-    compare_with_naive(triton_chunk_plstm2d, inputs, RATIO[torch.float16], chunk_size=4)
+    compare_with_naive(chunk_plstm2d_triton, inputs, RATIO[torch.float16], chunk_size=4)
 
 
 @pytest.mark.parametrize("K, V, chunk_size", [(8, 4, 4), (32, 80, 8)], ids=["K8-V4-c4", "K32-V80-c8"])
@@ -70,7 +70,7 @@ def test_float64_is_exact(triton_device, K, V, chunk_size):
     K = 32, V = 80 (float64 tiles) there are two DV blocks, two cell blocks per 8x8 chunk and two sweep row blocks."""
     inputs = random_inputs(1, 9, 7, 1, K, V, "free", triton_device, torch.float64)
     compare_with_naive(
-        triton_chunk_plstm2d, inputs, RATIO[torch.float64], ref_dtype=torch.float64, scale=0.7, chunk_size=chunk_size
+        chunk_plstm2d_triton, inputs, RATIO[torch.float64], ref_dtype=torch.float64, scale=0.7, chunk_size=chunk_size
     )
 
 
@@ -85,7 +85,7 @@ def test_chunk_sides():
 def test_chunk_size_does_not_change_the_result(triton_device):
     """Chunk sides 2 (raised to 4), 4 and 8 give the same output and gradients up to rounding."""
     inputs = random_inputs(1, 6, 9, 1, 16, 8, "free", triton_device)
-    compare_options(triton_chunk_plstm2d, inputs, [dict(chunk_size=c) for c in (4, 2, 8)], 1e-5)
+    compare_options(chunk_plstm2d_triton, inputs, [dict(chunk_size=c) for c in (4, 2, 8)], 1e-5)
 
 
 def test_partial_grads_no_grad_and_non_contiguous(triton_device):
@@ -94,8 +94,8 @@ def test_partial_grads_no_grad_and_non_contiguous(triton_device):
     inputs = list(random_inputs(B, X, Y, H, K, V, "P", triton_device))
     inputs[0] = torch.randn(B, H, Y, X, K, device=triton_device).permute(0, 3, 2, 1, 4)  # q, not contiguous
     assert not inputs[0].is_contiguous()
-    compare_partial_grads(triton_chunk_plstm2d, inputs, (0, 5), RATIO[torch.float32], chunk_size=4)
-    compare_partial_grads(triton_chunk_plstm2d, inputs, (9,), RATIO[torch.float32], chunk_size=4)
+    compare_partial_grads(chunk_plstm2d_triton, inputs, (0, 5), RATIO[torch.float32], chunk_size=4)
+    compare_partial_grads(chunk_plstm2d_triton, inputs, (9,), RATIO[torch.float32], chunk_size=4)
 
 
 def test_saved_memory_is_linear_in_the_cells(triton_device):
@@ -107,7 +107,7 @@ def test_saved_memory_is_linear_in_the_cells(triton_device):
 
     def saved_at(side: int) -> tuple[int, int]:
         leaves = [x.requires_grad_(True) for x in random_inputs(1, side, side, 1, K, V, "P", triton_device)]
-        return _saved_bytes(lambda: triton_chunk_plstm2d(*leaves, chunk_size=4))
+        return _saved_bytes(lambda: chunk_plstm2d_triton(*leaves, chunk_size=4))
 
     total8, _ = saved_at(8)
     total16, largest16 = saved_at(16)
@@ -117,26 +117,26 @@ def test_saved_memory_is_linear_in_the_cells(triton_device):
 
 def test_matches_pytorch_chunk_form(triton_device):
     """Forward agreement with the PyTorch chunk form at the same chunk side (another implementation)."""
-    from recvision.ops.plstm2d import chunk_plstm2d
+    from recvision.ops.plstm2d import chunk_plstm2d_torch
 
     inputs = random_inputs(1, 10, 7, 2, 16, 8, "DL", triton_device)
-    expected = chunk_plstm2d(*inputs, chunk_size=4)
-    assert_close("o", expected, triton_chunk_plstm2d(*inputs, chunk_size=4), RATIO[torch.float32])
+    expected = chunk_plstm2d_torch(*inputs, chunk_size=4)
+    assert_close("o", expected, chunk_plstm2d_triton(*inputs, chunk_size=4), RATIO[torch.float32])
 
 
 def test_dispatcher_runs_the_chunk_kernels(triton_device, monkeypatch: pytest.MonkeyPatch):
-    """``plstm2d(..., backend="triton")`` reaches ``triton_chunk_plstm2d`` and passes ``chunk_size`` on."""
+    """``plstm2d(..., backend="triton")`` reaches ``chunk_plstm2d_triton`` and passes ``chunk_size`` on."""
     from recvision.ops.plstm2d import plstm2d
     from recvision.ops.plstm2d import triton_chunk as module
 
     calls = []
-    original = module.triton_chunk_plstm2d
+    original = module.chunk_plstm2d_triton
 
     def spy(*args, **kwargs):
         calls.append(kwargs)
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(module, "triton_chunk_plstm2d", spy)
+    monkeypatch.setattr(module, "chunk_plstm2d_triton", spy)
     inputs = random_inputs(1, 5, 3, 1, 8, 4, "P", triton_device)
     assert_close("o", naive_plstm2d(*inputs), plstm2d(*inputs, backend="triton", chunk_size=4), RATIO[torch.float32])
     assert calls == [dict(scale=None, chunk_size=4)]
@@ -146,18 +146,18 @@ def test_gradcheck(triton_device):
     """Finite differences in float64 on two chunks (5 x 3 cells, chunk side 4)."""
     inputs = random_inputs(1, 5, 3, 1, 4, 2, "free", triton_device, torch.float64)
     inputs = [x.requires_grad_(True) for x in inputs]
-    assert torch.autograd.gradcheck(lambda *a: triton_chunk_plstm2d(*a, chunk_size=4), inputs, fast_mode=True)
+    assert torch.autograd.gradcheck(lambda *a: chunk_plstm2d_triton(*a, chunk_size=4), inputs, fast_mode=True)
 
 
 @pytest.mark.parametrize("chunk_size", [0, -2, 3, 2.5, True])
 def test_bad_chunk_size(triton_device, chunk_size):
     inputs = random_inputs(1, 2, 2, 1, 4, 4, "P", triton_device)
     with pytest.raises(ValueError, match="chunk_size"):
-        triton_chunk_plstm2d(*inputs, chunk_size=chunk_size)
+        chunk_plstm2d_triton(*inputs, chunk_size=chunk_size)
 
 
 def test_bad_inputs(triton_device):
-    check_rejects_bad_inputs(triton_chunk_plstm2d, triton_device)
+    check_rejects_bad_inputs(chunk_plstm2d_triton, triton_device)
 
 
 def test_cpu_tensors_need_the_interpreter(monkeypatch: pytest.MonkeyPatch):
@@ -165,7 +165,7 @@ def test_cpu_tensors_need_the_interpreter(monkeypatch: pytest.MonkeyPatch):
 
     monkeypatch.setattr(module, "_interpreted", lambda: False)
     with pytest.raises(ValueError, match="needs CUDA tensors"):
-        triton_chunk_plstm2d(*random_inputs(1, 2, 2, 1, 4, 4, "P", "cpu"))
+        chunk_plstm2d_triton(*random_inputs(1, 2, 2, 1, 4, 4, "P", "cpu"))
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -106,10 +106,10 @@ def test_chunk_retention_matches_recurrent(
 
 def test_chunk_retention_narrow_state_blocks(triton_device: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """With few batches x heads per GPU the state kernels switch to 32-wide K/V blocks; force that path here."""
-    from recvision.ops.retention import chunk as chunk_module
+    from recvision.ops.common import triton_utils
 
-    monkeypatch.setattr(chunk_module, "_num_sms", lambda device: 1 << 20)
-    assert chunk_module._state_blocks(72, 80, 2, torch.device(triton_device)) == (32, 32)
+    monkeypatch.setattr(triton_utils, "num_sms", lambda device: 1 << 20)
+    assert triton_utils.state_blocks(72, 80, 2, torch.device(triton_device)) == (32, 32)
     _compare(chunk_retention, 1, 40, 2, 72, 80, triton_device, True, True, chunk_size=16, backend="triton")
 
 
@@ -222,8 +222,10 @@ def _compile_all(arch: int) -> None:
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
-    from recvision.ops.retention import chunk as C
-    from recvision.ops.retention import fused_recurrent as F
+    from recvision.ops.common import chunk_state as S
+    from recvision.ops.common import triton_utils as U
+    from recvision.ops.retention import triton_chunk as C
+    from recvision.ops.retention import triton_fused_recurrent as F
 
     target = GPUTarget("cuda", arch, 32)
     names = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16", torch.float64: "fp64"}
@@ -256,27 +258,28 @@ def _compile_all(arch: int) -> None:
     ]
     for index, (dtype, K, V, BT) in enumerate(cases):
         dt = names[dtype]
-        acc = names[C._kernel_dtypes(dtype)[0]]
-        _, ACC, DT, PREC = C._kernel_dtypes(dtype)
-        stages = C._num_stages(dtype)
+        acc = names[U.kernel_dtypes(dtype)[0]]
+        _, ACC, DT, PREC = U.kernel_dtypes(dtype)
+        stages = U.num_stages(dtype)
         sizes = dict(H=12, K=K, V=V, BT=BT, ACC=ACC, DT=DT, PREC=PREC)
-        blocks = dict(sizes, BK=C._block(K), BV=C._block(V))
+        blocks = dict(sizes, BK=U.block_size(K), BV=U.block_size(V))
         # all flag and block variants of the state kernels for the first case, the usual ones for the others
-        for state_block in (C.MAX_BLOCK, 32) if index == 0 else (C.MAX_BLOCK,):
-            state = dict(sizes, BK=C._block(K, state_block), BV=C._block(V, state_block))
+        for state_block in (U.MAX_BLOCK, 32) if index == 0 else (U.MAX_BLOCK,):
+            state = dict(sizes, BK=U.block_size(K, state_block), BV=U.block_size(V, state_block))
             for flag in (True, False) if index == 0 else (True,):
+                # the shared state walks with one decay per head (KEY_DECAY=False, no z)
                 build(
-                    C.chunk_retention_fwd_h_kernel,
-                    dict(k=dt, v=dt, g=acc, h=acc, h0="fp32" if flag else None, ht=acc if flag else None),
+                    S.chunk_fwd_h_kernel,
+                    dict(k=dt, v=dt, g=acc, z=None, h=acc, h0="fp32" if flag else None, ht=acc if flag else None),
                     dict(T="i32"),
-                    dict(state, USE_INITIAL_STATE=flag, STORE_FINAL_STATE=flag),
+                    dict(state, KEY_DECAY=False, USE_INITIAL_STATE=flag, STORE_FINAL_STATE=flag),
                     stages,
                 )
                 build(
-                    C.chunk_retention_bwd_dh_kernel,
-                    dict(q=dt, do=dt, g=acc, dh=acc, dht="fp32" if flag else None, dh0=acc if flag else None),
+                    S.chunk_bwd_dh_kernel,
+                    dict(q=dt, do=dt, g=acc, z=None, dh=acc, dht="fp32" if flag else None, dh0=acc if flag else None),
                     dict(T="i32", scale="fp32"),
-                    dict(state, USE_FINAL_STATE_GRADIENT=flag, STORE_INITIAL_STATE_GRADIENT=flag),
+                    dict(state, KEY_DECAY=False, USE_FINAL_STATE_GRADIENT=flag, STORE_INITIAL_STATE_GRADIENT=flag),
                     stages,
                 )
         scalars = dict(T="i32", scale="fp32")

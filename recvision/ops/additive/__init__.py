@@ -2,9 +2,14 @@
 
 Layout follows flash-linear-attention: ``q, k, g [B, T, H, K]`` (``k`` may be ``None``: all ones),
 ``v [B, T, H, V]``; every form returns ``(o, None)``. See ``README.md`` in this folder for the maths.
+
+* ``naive.py``: :func:`naive_recurrent_additive`, the step-by-step reference (causal and global);
+* ``chunk.py``: :func:`chunk_additive` (dispatcher), :func:`chunk_additive_torch` (the PyTorch chunk form) and
+  :func:`global_additive` (the non-causal form);
+* ``triton_chunk.py``: the Triton kernels, imported only on a Triton path.
 """
 
-from .chunk import chunk_additive
-from .naive import global_additive, naive_chunk_additive, naive_recurrent_additive
+from .chunk import chunk_additive, chunk_additive_torch, global_additive
+from .naive import naive_recurrent_additive
 
-__all__ = ["chunk_additive", "global_additive", "naive_chunk_additive", "naive_recurrent_additive"]
+__all__ = ["chunk_additive", "chunk_additive_torch", "global_additive", "naive_recurrent_additive"]

@@ -1,473 +1,20 @@
-"""Chunkwise additive recurrence (LightNet): Triton kernels (forward and backward) with a PyTorch fallback.
+"""Chunkwise additive recurrence (LightNet): the :func:`chunk_additive` dispatcher and its PyTorch forms.
 
 Qin et al., "You Only Scan Once: Efficient Multi-dimension Sequential Modeling with LightNet" (arXiv 2405.21022).
-The derivation of the formulas is in this folder's ``README.md``.
-
-Layout follows flash-linear-attention: ``q, k, g [B, T, H, K]``, ``v [B, T, H, V]``. The wrapper computes
-``z = logcumsumexp(g)`` over time (``log Δ_t``) in PyTorch, so the kernels see ``g`` and ``z`` as two inputs and
-every exponent they form is ``<= 0``. The sequence is cut into ``NT = ceil(T / BT)`` chunks. Kernels:
-
-* ``additive_fwd_h_kernel``: one program per ``(K-block, V-block, b*h)`` walks the chunks and writes the
-  normalised state ``s / Δ`` *before* every chunk to ``h [B, H, NT, K, V]``;
-* ``additive_fwd_A_kernel``: one program per ``(chunk, b*h)``, intra-chunk scores
-  ``A[t, s] = sum_c q_{t,c} k_{s,c} exp(g_{s,c} - z_{t,c})`` (``s <= t``) into ``A [B, H, NT, BT, BT]``;
-* ``additive_fwd_o_kernel``: per ``(V-block, chunk, b*h)``, ``o = (q ⊙ exp(zp - z)) h + A v``;
-* ``additive_bwd_dh_kernel``: the reverse walk, ``dh [B, H, NT, K, V]`` = gradient of the state *after* every
-  chunk (normalised at that chunk's last ``z``);
-* ``additive_bwd_dv_kernel`` / ``additive_bwd_dqk_kernel``: per ``(block, chunk, b*h)`` gradients of v and of
-  q, k (the per-channel intra part loops over the chunk's tokens).
-
-The autograd function returns ``dg = k ⊙ dk`` (the direct path of ``g``) and ``dz = -q ⊙ dq``; autograd carries
-``dz`` through ``torch.logcumsumexp`` to ``g``. Inputs are upcast to float32 (float64 stays float64) before the
-kernels; ``tl.dot`` runs with ``input_precision="ieee"``.
+The derivation of the formulas is in this folder's ``README.md``. :func:`chunk_additive` runs the Triton kernels of
+:mod:`~recvision.ops.additive.triton_chunk` (imported on the first call that needs them, so that the CPU path never
+imports Triton), :func:`chunk_additive_torch` (causal) or :func:`global_additive` (``causal=False``).
 """
 
 from __future__ import annotations
 
 import torch
-import triton
-import triton.language as tl
+import torch.nn.functional as F
 
 from ...config import use_triton
-from ..utils.guards import input_guard
-from .common import check_additive_inputs, compute_dtype
-from .naive import global_additive, naive_chunk_additive
+from .common import check_additive_inputs, upcast_inputs
 
-__all__ = ["chunk_additive", "ChunkAdditiveFunction"]
-
-MAX_HEAD_DIM = 256
-MAX_BLOCK = 64
-MIN_DOT = 16
-
-
-@triton.jit
-def _row_vector(x, i_b, i_h, t, T, H: tl.constexpr, K: tl.constexpr, o_k, m_k):
-    """Load ``x[i_b, t, i_h, o_k]`` (zeros where ``t`` or the channel is out of range)."""
-    row = (i_b * T + t) * H + i_h
-    return tl.load(x + row * K + o_k, mask=m_k & (t < T), other=0)
-
-
-@triton.jit(do_not_specialize=["T"])
-def additive_fwd_h_kernel(
-    k,
-    v,
-    g,
-    z,
-    h,
-    T,
-    H: tl.constexpr,
-    K: tl.constexpr,
-    V: tl.constexpr,
-    BT: tl.constexpr,
-    BK: tl.constexpr,
-    BV: tl.constexpr,
-    ACC: tl.constexpr,
-):
-    i_k, i_v, i_bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
-    i_b = tl.cast(i_bh // H, tl.int64)
-    i_h = i_bh % H
-    i_bh64 = tl.cast(i_bh, tl.int64)
-    NT = tl.cdiv(T, BT)
-
-    o_t = tl.arange(0, BT)
-    o_k = i_k * BK + tl.arange(0, BK)
-    o_v = i_v * BV + tl.arange(0, BV)
-    m_k = o_k < K
-    m_v = o_v < V
-    m_kv = m_k[:, None] & m_v[None, :]
-    o_kv = o_k[:, None] * V + o_v[None, :]
-
-    b_h = tl.zeros([BK, BV], dtype=ACC)
-    for i_t in range(NT):
-        i_t64 = tl.cast(i_t, tl.int64)
-        tl.store(h + (i_bh64 * NT + i_t64) * K * V + o_kv, b_h.to(h.dtype.element_ty), mask=m_kv)
-        o_tt = i_t * BT + o_t
-        m_t = o_tt < T
-        m_tk = m_t[:, None] & m_k[None, :]
-        o_row = (i_b * T + o_tt) * H + i_h
-        b_k = tl.load(k + o_row[:, None] * K + o_k[None, :], mask=m_tk, other=0).to(ACC)
-        b_g = tl.load(g + o_row[:, None] * K + o_k[None, :], mask=m_tk, other=0).to(ACC)
-        b_v = tl.load(v + o_row[:, None] * V + o_v[None, :], mask=m_t[:, None] & m_v[None, :], other=0).to(ACC)
-        t_last = tl.minimum(T, i_t * BT + BT) - 1
-        t_prev = tl.maximum(i_t * BT - 1, 0)
-        b_zl = _row_vector(z, i_b, i_h, t_last, T, H, K, o_k, m_k).to(ACC)
-        b_zp = _row_vector(z, i_b, i_h, t_prev, T, H, K, o_k, m_k).to(ACC)
-        b_kd = tl.where(m_tk, b_k * tl.exp(tl.minimum(b_g - b_zl[None, :], 0)), 0)
-        # chunk 0: b_h is zero, the decay only has to be finite
-        b_h = b_h * tl.exp(tl.minimum(b_zp - b_zl, 0))[:, None]
-        b_h += tl.dot(tl.trans(b_kd), b_v, input_precision="ieee")
-
-
-@triton.jit(do_not_specialize=["T"])
-def additive_fwd_A_kernel(
-    q,
-    k,
-    g,
-    z,
-    A,
-    T,
-    H: tl.constexpr,
-    K: tl.constexpr,
-    BT: tl.constexpr,
-    BK: tl.constexpr,
-    ACC: tl.constexpr,
-):
-    i_t, i_bh = tl.program_id(0), tl.program_id(1)
-    i_b = tl.cast(i_bh // H, tl.int64)
-    i_h = i_bh % H
-    i_bh64 = tl.cast(i_bh, tl.int64)
-    NT = tl.cdiv(T, BT)
-
-    o_t = tl.arange(0, BT)
-    o_tt = i_t * BT + o_t
-    m_t = o_tt < T
-    o_row = (i_b * T + o_tt) * H + i_h
-    b_A = tl.zeros([BT, BT], dtype=ACC)
-    for i_k in range(tl.cdiv(K, BK)):
-        o_k = i_k * BK + tl.arange(0, BK)
-        m_k = o_k < K
-        m_tk = m_t[:, None] & m_k[None, :]
-        b_q = tl.load(q + o_row[:, None] * K + o_k[None, :], mask=m_tk, other=0).to(ACC)
-        b_z = tl.load(z + o_row[:, None] * K + o_k[None, :], mask=m_tk, other=0).to(ACC)
-        for j in range(BT):
-            t_j = i_t * BT + j
-            b_kj = _row_vector(k, i_b, i_h, t_j, T, H, K, o_k, m_k).to(ACC)
-            b_gj = _row_vector(g, i_b, i_h, t_j, T, H, K, o_k, m_k).to(ACC)
-            m_j = (o_t >= j) & m_t
-            b_w = tl.where(m_j[:, None], tl.exp(tl.minimum(b_gj[None, :] - b_z, 0)), 0)
-            b_col = tl.sum(b_q * b_kj[None, :] * b_w, axis=1)  # A[:, j] over this K-block
-            b_A += tl.where(o_t[None, :] == j, b_col[:, None], 0)
-    p_A = A + (i_bh64 * NT + tl.cast(i_t, tl.int64)) * BT * BT
-    tl.store(p_A + o_t[:, None] * BT + o_t[None, :], b_A.to(A.dtype.element_ty))
-
-
-@triton.jit(do_not_specialize=["T"])
-def additive_fwd_o_kernel(
-    q,
-    v,
-    z,
-    h,
-    A,
-    o,
-    T,
-    H: tl.constexpr,
-    K: tl.constexpr,
-    V: tl.constexpr,
-    BT: tl.constexpr,
-    BK: tl.constexpr,
-    BV: tl.constexpr,
-    ACC: tl.constexpr,
-):
-    i_v, i_t, i_bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
-    i_b = tl.cast(i_bh // H, tl.int64)
-    i_h = i_bh % H
-    i_bh64 = tl.cast(i_bh, tl.int64)
-    NT = tl.cdiv(T, BT)
-
-    o_t = tl.arange(0, BT)
-    o_tt = i_t * BT + o_t
-    m_t = o_tt < T
-    o_row = (i_b * T + o_tt) * H + i_h
-    o_v = i_v * BV + tl.arange(0, BV)
-    m_v = o_v < V
-    m_tv = m_t[:, None] & m_v[None, :]
-    i_c = i_bh64 * NT + tl.cast(i_t, tl.int64)
-    t_prev = tl.maximum(i_t * BT - 1, 0)
-
-    b_o = tl.zeros([BT, BV], dtype=ACC)
-    for i_k in range(tl.cdiv(K, BK)):
-        o_k = i_k * BK + tl.arange(0, BK)
-        m_k = o_k < K
-        m_tk = m_t[:, None] & m_k[None, :]
-        b_q = tl.load(q + o_row[:, None] * K + o_k[None, :], mask=m_tk, other=0).to(ACC)
-        b_z = tl.load(z + o_row[:, None] * K + o_k[None, :], mask=m_tk, other=0).to(ACC)
-        b_zp = _row_vector(z, i_b, i_h, t_prev, T, H, K, o_k, m_k).to(ACC)
-        b_h = tl.load(h + i_c * K * V + o_k[:, None] * V + o_v[None, :], mask=m_k[:, None] & m_v[None, :], other=0)
-        b_qd = b_q * tl.exp(tl.minimum(b_zp[None, :] - b_z, 0))
-        b_o += tl.dot(b_qd, b_h.to(ACC), input_precision="ieee")
-    b_A = tl.load(A + i_c * BT * BT + o_t[:, None] * BT + o_t[None, :]).to(ACC)
-    b_v = tl.load(v + o_row[:, None] * V + o_v[None, :], mask=m_tv, other=0).to(ACC)
-    b_o += tl.dot(b_A, b_v, input_precision="ieee")
-    tl.store(o + o_row[:, None] * V + o_v[None, :], b_o.to(o.dtype.element_ty), mask=m_tv)
-
-
-@triton.jit(do_not_specialize=["T"])
-def additive_bwd_dh_kernel(
-    q,
-    z,
-    do,
-    dh,
-    T,
-    H: tl.constexpr,
-    K: tl.constexpr,
-    V: tl.constexpr,
-    BT: tl.constexpr,
-    BK: tl.constexpr,
-    BV: tl.constexpr,
-    ACC: tl.constexpr,
-):
-    i_k, i_v, i_bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
-    i_b = tl.cast(i_bh // H, tl.int64)
-    i_h = i_bh % H
-    i_bh64 = tl.cast(i_bh, tl.int64)
-    NT = tl.cdiv(T, BT)
-
-    o_t = tl.arange(0, BT)
-    o_k = i_k * BK + tl.arange(0, BK)
-    o_v = i_v * BV + tl.arange(0, BV)
-    m_k = o_k < K
-    m_v = o_v < V
-    m_kv = m_k[:, None] & m_v[None, :]
-    o_kv = o_k[:, None] * V + o_v[None, :]
-
-    b_dh = tl.zeros([BK, BV], dtype=ACC)
-    for i_r in range(NT):
-        i_t = NT - 1 - i_r
-        i_t64 = tl.cast(i_t, tl.int64)
-        tl.store(dh + (i_bh64 * NT + i_t64) * K * V + o_kv, b_dh.to(dh.dtype.element_ty), mask=m_kv)
-        o_tt = i_t * BT + o_t
-        m_t = o_tt < T
-        m_tk = m_t[:, None] & m_k[None, :]
-        o_row = (i_b * T + o_tt) * H + i_h
-        b_q = tl.load(q + o_row[:, None] * K + o_k[None, :], mask=m_tk, other=0).to(ACC)
-        b_z = tl.load(z + o_row[:, None] * K + o_k[None, :], mask=m_tk, other=0).to(ACC)
-        b_do = tl.load(do + o_row[:, None] * V + o_v[None, :], mask=m_t[:, None] & m_v[None, :], other=0).to(ACC)
-        t_last = tl.minimum(T, i_t * BT + BT) - 1
-        t_prev = tl.maximum(i_t * BT - 1, 0)
-        b_zl = _row_vector(z, i_b, i_h, t_last, T, H, K, o_k, m_k).to(ACC)
-        b_zp = _row_vector(z, i_b, i_h, t_prev, T, H, K, o_k, m_k).to(ACC)
-        b_qd = tl.where(m_tk, b_q * tl.exp(tl.minimum(b_zp[None, :] - b_z, 0)), 0)
-        b_dh = b_dh * tl.exp(tl.minimum(b_zp - b_zl, 0))[:, None]
-        b_dh += tl.dot(tl.trans(b_qd), b_do, input_precision="ieee")
-
-
-@triton.jit(do_not_specialize=["T"])
-def additive_bwd_dv_kernel(
-    k,
-    g,
-    z,
-    A,
-    do,
-    dh,
-    dv,
-    T,
-    H: tl.constexpr,
-    K: tl.constexpr,
-    V: tl.constexpr,
-    BT: tl.constexpr,
-    BK: tl.constexpr,
-    BV: tl.constexpr,
-    ACC: tl.constexpr,
-):
-    i_v, i_t, i_bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
-    i_b = tl.cast(i_bh // H, tl.int64)
-    i_h = i_bh % H
-    i_bh64 = tl.cast(i_bh, tl.int64)
-    NT = tl.cdiv(T, BT)
-
-    o_t = tl.arange(0, BT)
-    o_tt = i_t * BT + o_t
-    m_t = o_tt < T
-    o_row = (i_b * T + o_tt) * H + i_h
-    o_v = i_v * BV + tl.arange(0, BV)
-    m_v = o_v < V
-    m_tv = m_t[:, None] & m_v[None, :]
-    i_c = i_bh64 * NT + tl.cast(i_t, tl.int64)
-    t_last = tl.minimum(T, i_t * BT + BT) - 1
-
-    b_dv = tl.zeros([BT, BV], dtype=ACC)
-    for i_k in range(tl.cdiv(K, BK)):
-        o_k = i_k * BK + tl.arange(0, BK)
-        m_k = o_k < K
-        m_tk = m_t[:, None] & m_k[None, :]
-        b_k = tl.load(k + o_row[:, None] * K + o_k[None, :], mask=m_tk, other=0).to(ACC)
-        b_g = tl.load(g + o_row[:, None] * K + o_k[None, :], mask=m_tk, other=0).to(ACC)
-        b_zl = _row_vector(z, i_b, i_h, t_last, T, H, K, o_k, m_k).to(ACC)
-        b_kd = tl.where(m_tk, b_k * tl.exp(tl.minimum(b_g - b_zl[None, :], 0)), 0)
-        b_dh = tl.load(dh + i_c * K * V + o_k[:, None] * V + o_v[None, :], mask=m_k[:, None] & m_v[None, :], other=0)
-        b_dv += tl.dot(b_kd, b_dh.to(ACC), input_precision="ieee")
-    b_A = tl.load(A + i_c * BT * BT + o_t[:, None] * BT + o_t[None, :]).to(ACC)
-    b_do = tl.load(do + o_row[:, None] * V + o_v[None, :], mask=m_tv, other=0).to(ACC)
-    b_dv += tl.dot(tl.trans(b_A), b_do, input_precision="ieee")
-    tl.store(dv + o_row[:, None] * V + o_v[None, :], b_dv.to(dv.dtype.element_ty), mask=m_tv)
-
-
-@triton.jit(do_not_specialize=["T"])
-def additive_bwd_dqk_kernel(
-    q,
-    k,
-    v,
-    g,
-    z,
-    h,
-    do,
-    dh,
-    dq,
-    dk,
-    T,
-    H: tl.constexpr,
-    K: tl.constexpr,
-    V: tl.constexpr,
-    BT: tl.constexpr,
-    BK: tl.constexpr,
-    BV: tl.constexpr,
-    ACC: tl.constexpr,
-):
-    i_k, i_t, i_bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
-    i_b = tl.cast(i_bh // H, tl.int64)
-    i_h = i_bh % H
-    i_bh64 = tl.cast(i_bh, tl.int64)
-    NT = tl.cdiv(T, BT)
-
-    o_t = tl.arange(0, BT)
-    o_tt = i_t * BT + o_t
-    m_t = o_tt < T
-    o_row = (i_b * T + o_tt) * H + i_h
-    o_k = i_k * BK + tl.arange(0, BK)
-    m_k = o_k < K
-    m_tk = m_t[:, None] & m_k[None, :]
-    i_c = i_bh64 * NT + tl.cast(i_t, tl.int64)
-
-    # b_dA[t, s] = do_t . v_s
-    b_dA = tl.zeros([BT, BT], dtype=ACC)
-    b_dq = tl.zeros([BT, BK], dtype=ACC)
-    b_dk = tl.zeros([BT, BK], dtype=ACC)
-    for i_v in range(tl.cdiv(V, BV)):
-        o_v = i_v * BV + tl.arange(0, BV)
-        m_v = o_v < V
-        m_tv = m_t[:, None] & m_v[None, :]
-        m_kv = m_k[:, None] & m_v[None, :]
-        b_do = tl.load(do + o_row[:, None] * V + o_v[None, :], mask=m_tv, other=0).to(ACC)
-        b_v = tl.load(v + o_row[:, None] * V + o_v[None, :], mask=m_tv, other=0).to(ACC)
-        b_h = tl.load(h + i_c * K * V + o_k[:, None] * V + o_v[None, :], mask=m_kv, other=0).to(ACC)
-        b_dh = tl.load(dh + i_c * K * V + o_k[:, None] * V + o_v[None, :], mask=m_kv, other=0).to(ACC)
-        b_dA += tl.dot(b_do, tl.trans(b_v), input_precision="ieee")
-        b_dq += tl.dot(b_do, tl.trans(b_h), input_precision="ieee")
-        b_dk += tl.dot(b_v, tl.trans(b_dh), input_precision="ieee")
-
-    b_q = tl.load(q + o_row[:, None] * K + o_k[None, :], mask=m_tk, other=0).to(ACC)
-    b_g = tl.load(g + o_row[:, None] * K + o_k[None, :], mask=m_tk, other=0).to(ACC)
-    b_z = tl.load(z + o_row[:, None] * K + o_k[None, :], mask=m_tk, other=0).to(ACC)
-    t_last = tl.minimum(T, i_t * BT + BT) - 1
-    t_prev = tl.maximum(i_t * BT - 1, 0)
-    b_zl = _row_vector(z, i_b, i_h, t_last, T, H, K, o_k, m_k).to(ACC)
-    b_zp = _row_vector(z, i_b, i_h, t_prev, T, H, K, o_k, m_k).to(ACC)
-    # inter-chunk parts
-    b_dq = tl.where(m_tk, b_dq * tl.exp(tl.minimum(b_zp[None, :] - b_z, 0)), 0)
-    b_dk = tl.where(m_tk, b_dk * tl.exp(tl.minimum(b_g - b_zl[None, :], 0)), 0)
-    # intra-chunk parts, per key channel: weight exp(g_{j,c} - z_{t,c}) for t >= j
-    for j in range(BT):
-        t_j = i_t * BT + j
-        b_kj = _row_vector(k, i_b, i_h, t_j, T, H, K, o_k, m_k).to(ACC)
-        b_gj = _row_vector(g, i_b, i_h, t_j, T, H, K, o_k, m_k).to(ACC)
-        m_j = (o_t >= j) & m_t
-        b_w = tl.where(m_j[:, None], tl.exp(tl.minimum(b_gj[None, :] - b_z, 0)), 0)  # [BT, BK]
-        b_col = tl.sum(tl.where(o_t[None, :] == j, b_dA, 0), axis=1)  # dA[:, j]
-        b_dq += b_col[:, None] * b_kj[None, :] * b_w
-        b_dkj = tl.sum(b_col[:, None] * b_q * b_w, axis=0)  # [BK]
-        b_dk += tl.where(o_t[:, None] == j, b_dkj[None, :], 0)
-    tl.store(dq + o_row[:, None] * K + o_k[None, :], b_dq.to(dq.dtype.element_ty), mask=m_tk)
-    tl.store(dk + o_row[:, None] * K + o_k[None, :], b_dk.to(dk.dtype.element_ty), mask=m_tk)
-
-
-def _block(dim: int, max_block: int = MAX_BLOCK) -> int:
-    return max(MIN_DOT, min(max_block, triton.next_power_of_2(dim)))
-
-
-def _acc(dtype: torch.dtype) -> tl.dtype:
-    return tl.float64 if dtype == torch.float64 else tl.float32
-
-
-def _check_triton_args(K: int, V: int, chunk_size: int) -> None:
-    if K > MAX_HEAD_DIM or V > MAX_HEAD_DIM:
-        raise ValueError(f"chunk_additive's Triton kernels support head dims K, V <= {MAX_HEAD_DIM}; got K={K}, V={V}")
-    if chunk_size < MIN_DOT or chunk_size > 128 or chunk_size & (chunk_size - 1):
-        raise ValueError(
-            f"chunk_additive's Triton kernels need chunk_size to be a power of two in [{MIN_DOT}, 128]; "
-            f"got {chunk_size}"
-        )
-
-
-def chunk_additive_fwd_h(
-    k: torch.Tensor, v: torch.Tensor, g: torch.Tensor, z: torch.Tensor, chunk_size: int
-) -> torch.Tensor:
-    """Normalised states before every chunk ``h [B, H, NT, K, V]``."""
-    B, T, H, K = k.shape
-    V = v.shape[-1]
-    BT, BK, BV = chunk_size, _block(K), _block(V)
-    NT = triton.cdiv(T, BT)
-    h = k.new_empty(B, H, NT, K, V)
-    grid = (triton.cdiv(K, BK), triton.cdiv(V, BV), B * H)
-    additive_fwd_h_kernel[grid](k, v, g, z, h, T, H=H, K=K, V=V, BT=BT, BK=BK, BV=BV, ACC=_acc(k.dtype))
-    return h
-
-
-def chunk_additive_fwd(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, g: torch.Tensor, z: torch.Tensor, chunk_size: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Forward pass on contiguous inputs of one dtype; returns ``o [B, T, H, V]`` and the scores ``A``."""
-    B, T, H, K = q.shape
-    V = v.shape[-1]
-    BT, BK, BV = chunk_size, _block(K), _block(V)
-    NT = triton.cdiv(T, BT)
-    ACC = _acc(q.dtype)
-    h = chunk_additive_fwd_h(k, v, g, z, chunk_size)
-    A = q.new_empty(B, H, NT, BT, BT)
-    additive_fwd_A_kernel[(NT, B * H)](q, k, g, z, A, T, H=H, K=K, BT=BT, BK=BK, ACC=ACC)
-    o = torch.empty_like(v)
-    grid = (triton.cdiv(V, BV), NT, B * H)
-    additive_fwd_o_kernel[grid](q, v, z, h, A, o, T, H=H, K=K, V=V, BT=BT, BK=BK, BV=BV, ACC=ACC)
-    return o, A
-
-
-def chunk_additive_bwd(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    g: torch.Tensor,
-    z: torch.Tensor,
-    A: torch.Tensor,
-    do: torch.Tensor,
-    chunk_size: int,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Backward pass on contiguous inputs; returns ``dq, dk, dv`` (``z`` held fixed)."""
-    B, T, H, K = q.shape
-    V = v.shape[-1]
-    BT, BK, BV = chunk_size, _block(K), _block(V)
-    NT = triton.cdiv(T, BT)
-    ACC = _acc(q.dtype)
-    # recompute the states before every chunk instead of keeping them from the forward pass
-    h = chunk_additive_fwd_h(k, v, g, z, chunk_size)
-    dh = q.new_empty(B, H, NT, K, V)
-    sizes = dict(H=H, K=K, V=V, BT=BT, BK=BK, BV=BV, ACC=ACC)
-    additive_bwd_dh_kernel[(triton.cdiv(K, BK), triton.cdiv(V, BV), B * H)](q, z, do, dh, T, **sizes)
-    dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
-    additive_bwd_dv_kernel[(triton.cdiv(V, BV), NT, B * H)](k, g, z, A, do, dh, dv, T, **sizes)
-    additive_bwd_dqk_kernel[(triton.cdiv(K, BK), NT, B * H)](q, k, v, g, z, h, do, dh, dq, dk, T, **sizes)
-    return dq, dk, dv
-
-
-class ChunkAdditiveFunction(torch.autograd.Function):
-    """Autograd wrapper of the chunk kernels with ``z = logcumsumexp(g)`` as a separate input.
-
-    ``forward(q, k, v, g, z, chunk_size)`` with ``q, k, g, z [B, T, H, K]`` and ``v [B, T, H, V]`` of one dtype
-    (float32 or float64). The backward returns ``dg = k ⊙ dk`` (the direct path of ``g``) and ``dz = -q ⊙ dq``.
-    """
-
-    @staticmethod
-    @input_guard
-    def forward(ctx, q, k, v, g, z, chunk_size: int):
-        o, A = chunk_additive_fwd(q, k, v, g, z, chunk_size)
-        ctx.save_for_backward(q, k, v, g, z, A)
-        ctx.chunk_size = chunk_size
-        return o
-
-    @staticmethod
-    @input_guard
-    def backward(ctx, do):
-        q, k, v, g, z, A = ctx.saved_tensors
-        dq, dk, dv = chunk_additive_bwd(q, k, v, g, z, A, do, ctx.chunk_size)
-        return dq, dk, dv, k * dk, -q * dq, None
+__all__ = ["chunk_additive", "chunk_additive_torch", "global_additive"]
 
 
 @torch.compiler.disable
@@ -489,9 +36,8 @@ def chunk_additive(
 
     (Qin et al., LightNet, arXiv 2405.21022). On CUDA tensors (or with ``backend="triton"``) the causal form runs
     the Triton kernels, differentiable w.r.t. ``q``, ``k``, ``v`` and ``g``; otherwise
-    :func:`~recvision.ops.additive.naive.naive_chunk_additive`. ``causal=False`` (every token reads the final
-    ``s_T / Δ_T``) always runs the PyTorch :func:`~recvision.ops.additive.naive.global_additive` (two einsums and a
-    softmax, already O(T)), on every backend.
+    :func:`chunk_additive_torch`. ``causal=False`` (every token reads the final ``s_T / Δ_T``) always runs
+    the PyTorch :func:`global_additive` (two einsums and a softmax, already O(T)), on every backend.
 
     Args:
         q: queries ``[B, T, H, K]``.
@@ -516,13 +62,124 @@ def chunk_additive(
     if not causal:
         return global_additive(q, k, v, g, scale, causal=False)
     if not use_triton(q, backend):
-        return naive_chunk_additive(q, k, v, g, scale, causal=True, chunk_size=chunk_size)
-    _check_triton_args(q.shape[-1], v.shape[-1], chunk_size)
-    dtype = compute_dtype(q.dtype)
-    qf, vf, gf = q.to(dtype), v.to(dtype), g.to(dtype)
-    if scale != 1.0:
-        qf = qf * scale
-    kf = torch.ones_like(qf) if k is None else k.to(dtype)
-    z = torch.logcumsumexp(gf, dim=1)
-    o = ChunkAdditiveFunction.apply(qf, kf, vf, gf, z, chunk_size)
+        return chunk_additive_torch(q, k, v, g, scale, causal=True, chunk_size=chunk_size)
+    from .triton_chunk import chunk_additive_triton
+
+    return chunk_additive_triton(q, k, v, g, scale, chunk_size), None
+
+
+def global_additive(
+    q: torch.Tensor,
+    k: torch.Tensor | None,
+    v: torch.Tensor,
+    g: torch.Tensor,
+    scale: float | None = None,
+    causal: bool = False,
+) -> tuple[torch.Tensor, None]:
+    """Non-causal additive recurrence: every token reads the final normalised state ``s_T / Δ_T``.
+
+    ``s_T / Δ_T = sum_s softmax_s(g)[s, c] k_{s,c} v_s`` (softmax over time, per key channel), so
+    ``o_t = q_t (s_T / Δ_T)``: one O(T) pass, order-independent.
+
+    Args:
+        q, k, v, g, scale: as in :func:`~recvision.ops.additive.naive.naive_recurrent_additive`.
+        causal: must be ``False`` (present so that all forms share one signature).
+
+    Returns:
+        ``(o [B, T, H, V], None)``.
+    """
+    scale = check_additive_inputs(q, k, v, g, scale)
+    if causal:
+        raise ValueError("causal must be False for global_additive (use chunk_additive_torch for the causal form)")
+    qf, kf, vf, gf = upcast_inputs(q, k, v, g, scale)
+    w = torch.softmax(gf, dim=1)  # [B, T, H, K], sums to 1 over T
+    if kf is not None:
+        w = w * kf
+    state = torch.einsum("bthk,bthv->bhkv", w, vf)
+    o = torch.einsum("bthk,bhkv->bthv", qf, state)
+    return o.to(q.dtype), None
+
+
+def chunk_additive_torch(
+    q: torch.Tensor,
+    k: torch.Tensor | None,
+    v: torch.Tensor,
+    g: torch.Tensor,
+    scale: float | None = None,
+    causal: bool = True,
+    chunk_size: int = 64,
+) -> tuple[torch.Tensor, None]:
+    """Chunkwise additive recurrence in PyTorch: softmax-weighted masked form inside chunks, recurrent across.
+
+    This is the CPU path of :func:`chunk_additive`; the tests check it and the kernels against
+    :func:`~recvision.ops.additive.naive.naive_recurrent_additive`. With
+    ``z_t = logcumsumexp_{s<=t} g_s = log Δ_t`` (per key channel), the normalised state before a chunk
+    ``h = s / Δ`` taken at ``zp`` (``z`` of the last token of the previous chunk) and ``zl`` (``z`` of the
+    chunk's last token)::
+
+        o_t    = sum_c q_{t,c} exp(zp_c - z_{t,c}) h[c, :]                                  inter
+               + sum_{s<=t in chunk} [sum_c q_{t,c} k_{s,c} exp(g_{s,c} - z_{t,c})] v_s      intra
+        h_next = exp(zp - zl) ⊙ h + sum_{s in chunk} (k_s ⊙ exp(g_s - zl))^T v_s
+
+    Every exponent is ``<= 0``. The carried ``(h, z)`` is the running-max triple ``(s e^{-m}, Δ e^{-m}, m)`` in
+    normalised form (``h = s / Δ``, ``z = m + log(Δ e^{-m})``). The intra weights are per key channel, so the
+    intra-chunk part builds a ``[B, H, N, C, C, K]`` tensor: cost and memory grow as ``T * C * K``.
+
+    Args:
+        q, k, v, g, scale, causal: as in :func:`~recvision.ops.additive.naive.naive_recurrent_additive`.
+        chunk_size: tokens per chunk (>= 1).
+
+    Returns:
+        ``(o [B, T, H, V], None)``.
+    """
+    if not causal:
+        return global_additive(q, k, v, g, scale, causal=False)
+    scale = check_additive_inputs(q, k, v, g, scale)
+    if not isinstance(chunk_size, int) or chunk_size < 1:
+        raise ValueError(f"chunk_size must be an int >= 1; got {chunk_size!r}")
+    qf, kf, vf, gf = upcast_inputs(q, k, v, g, scale)
+    B, T, H, K = q.shape
+    V = v.shape[-1]
+    C = min(chunk_size, T)
+    N = -(-T // C)
+    pad = N * C - T
+    z = torch.logcumsumexp(gf, dim=1)  # [B, T, H, K] = log Δ_t
+    if kf is None:
+        kf = torch.ones_like(qf)
+    if pad:
+        # padded tokens: q = k = v = 0 and g = z = z_{T-1} (finite, exponents stay <= 0, no weight reaches them)
+        last = z[:, -1:].detach().expand(B, pad, H, K)
+        qf, kf = (F.pad(x, (0, 0, 0, 0, 0, pad)) for x in (qf, kf))
+        vf = F.pad(vf, (0, 0, 0, 0, 0, pad))
+        gf, z = torch.cat([gf, last], dim=1), torch.cat([z, last], dim=1)
+
+    def to_chunks(x: torch.Tensor) -> torch.Tensor:
+        # [B, N*C, H, D] -> [B, H, N, C, D]
+        return x.transpose(1, 2).reshape(B, H, N, C, x.shape[-1])
+
+    qc, kc, vc, gc, zc = (to_chunks(x) for x in (qf, kf, vf, gf, z))
+    zl = zc[:, :, :, -1]  # [B, H, N, K]: z of each chunk's last token
+    zp = torch.cat([zl[:, :, :1], zl[:, :, :-1]], dim=2)  # z before each chunk (chunk 0: unused, its h is 0)
+
+    # intra: A[t, s] = sum_c q_{t,c} k_{s,c} exp(g_{s,c} - z_{t,c}) for s <= t
+    causal_mask = torch.ones(C, C, dtype=torch.bool, device=q.device).tril()[:, :, None]  # [t, s, 1]
+    expo = gc[..., None, :, :] - zc[..., :, None, :]  # [B, H, N, t, s, K]
+    # mask before exp: the unused upper triangle may be large and positive
+    weights = torch.exp(torch.where(causal_mask, expo, torch.full_like(expo, float("-inf"))))
+    scores = torch.einsum("bhntk,bhnsk,bhntsk->bhnts", qc, kc, weights)
+    o = scores @ vc  # [B, H, N, C, V]
+
+    if N > 1:
+        key = kc * torch.exp(gc - zl[:, :, :, None])  # [B, H, N, C, K]
+        updates = key.transpose(-1, -2) @ vc  # [B, H, N, K, V], normalised at zl
+        chunk_decay = torch.exp(zp - zl)[..., None]  # [B, H, N, K, 1]
+        state = torch.zeros(B, H, K, V, dtype=qf.dtype, device=q.device)
+        before = [state]
+        for c in range(N - 1):
+            state = chunk_decay[:, :, c] * state + updates[:, :, c]
+            before.append(state)
+        states = torch.stack(before, dim=2)  # [B, H, N, K, V], normalised at zp
+        query = qc * torch.exp((zp[:, :, :, None] - zc).clamp(max=0))
+        o = o + query @ states
+    o = o.reshape(B, H, N * C, V)[:, :, :T].transpose(1, 2)
     return o.to(q.dtype), None

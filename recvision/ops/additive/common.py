@@ -6,7 +6,7 @@ import torch
 
 from ..utils.dtypes import compute_dtype
 
-__all__ = ["check_additive_inputs", "compute_dtype"]
+__all__ = ["check_additive_inputs", "compute_dtype", "upcast_inputs"]
 
 
 def _shape(x: torch.Tensor) -> tuple[int, ...]:
@@ -63,3 +63,14 @@ def check_additive_inputs(
     if not isinstance(scale, (int, float)) or isinstance(scale, bool):
         raise ValueError(f"scale must be a number or None; got {type(scale).__name__}")
     return float(scale)
+
+
+def upcast_inputs(
+    q: torch.Tensor, k: torch.Tensor | None, v: torch.Tensor, g: torch.Tensor, scale: float
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor, torch.Tensor]:
+    """``q * scale, k, v, g`` in the accumulation dtype (float32; float64 stays float64); ``k`` may be ``None``."""
+    dtype = compute_dtype(q.dtype)
+    qf = q.to(dtype)
+    if scale != 1.0:
+        qf = qf * scale
+    return qf, (None if k is None else k.to(dtype)), v.to(dtype), g.to(dtype)

@@ -1,4 +1,4 @@
-"""MD-TPE axis scans: Triton kernels (forward and backward) with a PyTorch fallback.
+"""MD-TPE axis scans: the :func:`md_tpe` dispatcher and its PyTorch form :func:`md_tpe_torch`.
 
 Qin et al., "You Only Scan Once" (LightNet, arXiv 2405.21022), MD-TPE. For a channels-last grid
 ``x [B, H, W, C]`` (``C = num_heads * head_dim``) and ``lambda_h = exp(g_h)``, each axis scan is, per line and
@@ -7,222 +7,18 @@ channel::
     causal:         y_t = sum_{s <= t} lambda^(t-s) x_s
     bidirectional:  y_t = sum_s lambda^|t-s| x_s
 
-and ``md_tpe(x) = scan along H + scan along W``. The maths of the backward pass is in this folder's ``README.md``.
-
-Kernels (one call per axis; the second call accumulates into the first one's buffer):
-
-* ``md_tpe_fwd_kernel``: one program per ``(channel block, line)`` walks the line forwards (and, when
-  bidirectional, backwards) with a ``[BC]`` state;
-* ``md_tpe_bwd_kernel``: same grid; ``dx`` is the transposed scan of ``dy`` (reverse scan when causal, the same
-  bidirectional scan otherwise) and the partial ``dg`` per ``(line, channel)`` is ``sum_t dy_t . z_t`` with
-  ``z_t = sum_s |t-s| lambda^|t-s| x_s`` built by the recurrence ``z_t = lambda (z_{t-1} + y_{t-1})``.
-
-A line is addressed as ``base + t * stride_t + c`` with ``base = b * stride_b + m * stride_m`` (``m`` = index
-along the other spatial axis). Everything is computed in float32 (float64 for float64 inputs); the buffers are
-in that dtype and cast to the input dtype at the end.
+and ``md_tpe(x) = scan along H + scan along W``. The maths is in this folder's ``README.md``; the Triton kernels are
+in :mod:`~recvision.ops.md_tpe.triton_scan`, imported only when a call takes the Triton path.
 """
 
 from __future__ import annotations
 
 import torch
-import triton
-import triton.language as tl
 
 from ...config import use_triton
-from ..utils.guards import input_guard
-from .common import check_md_tpe_inputs
-from .naive import md_tpe_torch
+from .common import check_md_tpe_inputs, compute_dtype
 
-__all__ = ["md_tpe", "MdTpeFunction"]
-
-MAX_BLOCK_C = 256
-
-
-@triton.jit(do_not_specialize=["L", "M", "stride_b", "stride_m", "stride_t"])
-def md_tpe_fwd_kernel(
-    x,
-    g,
-    y,
-    L,
-    M,
-    stride_b,
-    stride_m,
-    stride_t,
-    C: tl.constexpr,
-    D: tl.constexpr,
-    BC: tl.constexpr,
-    ACC: tl.constexpr,
-    CAUSAL: tl.constexpr,
-    ACCUMULATE: tl.constexpr,
-):
-    i_c, i_n = tl.program_id(0), tl.program_id(1)
-    i_b = tl.cast(i_n // M, tl.int64)
-    i_m = tl.cast(i_n % M, tl.int64)
-    base = i_b * stride_b + i_m * stride_m
-    o_c = i_c * BC + tl.arange(0, BC)
-    m_c = o_c < C
-    b_lam = tl.exp(tl.load(g + o_c // D, mask=m_c, other=0).to(ACC))
-
-    b_s = tl.zeros([BC], dtype=ACC)
-    for t in range(L):
-        p = base + tl.cast(t, tl.int64) * stride_t + o_c
-        b_x = tl.load(x + p, mask=m_c, other=0).to(ACC)
-        b_s = b_s * b_lam + b_x
-        b_y = b_s
-        if ACCUMULATE:
-            b_y += tl.load(y + p, mask=m_c, other=0).to(ACC)
-        tl.store(y + p, b_y.to(y.dtype.element_ty), mask=m_c)
-
-    if not CAUSAL:
-        # anti-causal half: y_t += sum_{s >= t} lambda^(s-t) x_s - x_t (the diagonal is already in)
-        b_s = tl.zeros([BC], dtype=ACC)
-        for r in range(L):
-            t = L - 1 - r
-            p = base + tl.cast(t, tl.int64) * stride_t + o_c
-            b_x = tl.load(x + p, mask=m_c, other=0).to(ACC)
-            b_s = b_s * b_lam + b_x
-            b_y = tl.load(y + p, mask=m_c, other=0).to(ACC) + b_s - b_x
-            tl.store(y + p, b_y.to(y.dtype.element_ty), mask=m_c)
-
-
-@triton.jit(do_not_specialize=["L", "M", "stride_b", "stride_m", "stride_t"])
-def md_tpe_bwd_kernel(
-    x,
-    dy,
-    g,
-    dx,
-    dg,
-    L,
-    M,
-    stride_b,
-    stride_m,
-    stride_t,
-    C: tl.constexpr,
-    D: tl.constexpr,
-    BC: tl.constexpr,
-    ACC: tl.constexpr,
-    CAUSAL: tl.constexpr,
-    ACCUMULATE: tl.constexpr,
-):
-    i_c, i_n = tl.program_id(0), tl.program_id(1)
-    i_b = tl.cast(i_n // M, tl.int64)
-    i_m = tl.cast(i_n % M, tl.int64)
-    base = i_b * stride_b + i_m * stride_m
-    o_c = i_c * BC + tl.arange(0, BC)
-    m_c = o_c < C
-    b_lam = tl.exp(tl.load(g + o_c // D, mask=m_c, other=0).to(ACC))
-
-    # forward walk: y (causal scan of x), z = sum_{s<t} (t-s) lambda^(t-s) x_s, and dg += dy_t * z_t;
-    # when bidirectional also the causal scan of dy, the anti-causal half of dx
-    b_y = tl.zeros([BC], dtype=ACC)
-    b_z = tl.zeros([BC], dtype=ACC)
-    b_a = tl.zeros([BC], dtype=ACC)
-    b_dg = tl.zeros([BC], dtype=ACC)
-    for t in range(L):
-        p = base + tl.cast(t, tl.int64) * stride_t + o_c
-        b_x = tl.load(x + p, mask=m_c, other=0).to(ACC)
-        b_dy = tl.load(dy + p, mask=m_c, other=0).to(ACC)
-        b_z = b_lam * (b_z + b_y)
-        b_y = b_y * b_lam + b_x
-        b_dg += b_dy * b_z
-        if not CAUSAL:
-            b_a = b_a * b_lam + b_dy
-            b_dx = b_a
-            if ACCUMULATE:
-                b_dx += tl.load(dx + p, mask=m_c, other=0).to(ACC)
-            tl.store(dx + p, b_dx.to(dx.dtype.element_ty), mask=m_c)
-
-    # backward walk: the reverse scan of dy (dx of the causal half); when bidirectional also the anti-causal
-    # y and z of x for dg
-    b_a = tl.zeros([BC], dtype=ACC)
-    b_y = tl.zeros([BC], dtype=ACC)
-    b_z = tl.zeros([BC], dtype=ACC)
-    for r in range(L):
-        t = L - 1 - r
-        p = base + tl.cast(t, tl.int64) * stride_t + o_c
-        b_dy = tl.load(dy + p, mask=m_c, other=0).to(ACC)
-        b_a = b_a * b_lam + b_dy
-        if CAUSAL:
-            b_dx = b_a
-            if ACCUMULATE:
-                b_dx += tl.load(dx + p, mask=m_c, other=0).to(ACC)
-        else:
-            b_x = tl.load(x + p, mask=m_c, other=0).to(ACC)
-            b_z = b_lam * (b_z + b_y)
-            b_y = b_y * b_lam + b_x
-            b_dg += b_dy * b_z
-            b_dx = tl.load(dx + p, mask=m_c, other=0).to(ACC) + b_a - b_dy
-        tl.store(dx + p, b_dx.to(dx.dtype.element_ty), mask=m_c)
-
-    tl.store(dg + tl.cast(i_n, tl.int64) * C + o_c, b_dg.to(dg.dtype.element_ty), mask=m_c)
-
-
-def _acc_dtypes(dtype: torch.dtype) -> tuple[torch.dtype, tl.dtype]:
-    if dtype not in (torch.float16, torch.bfloat16, torch.float32, torch.float64):
-        raise ValueError(f"md_tpe's Triton kernels support float16/bfloat16/float32/float64 x; got {dtype}")
-    return (torch.float64, tl.float64) if dtype == torch.float64 else (torch.float32, tl.float32)
-
-
-def _axes(shape: torch.Size) -> tuple[tuple[int, int, int, int, int], ...]:
-    """``(L, M, stride_b, stride_m, stride_t)`` of the scan along W and of the scan along H."""
-    B, H, W, C = shape
-    return ((W, H, H * W * C, W * C, C), (H, W, H * W * C, C, W * C))
-
-
-def _meta(x: torch.Tensor, D: int) -> dict:
-    C = x.shape[-1]
-    BC = min(MAX_BLOCK_C, triton.next_power_of_2(C))
-    return dict(C=C, D=D, BC=BC, ACC=_acc_dtypes(x.dtype)[1], num_warps=4 if BC >= 128 else 1)
-
-
-def md_tpe_fwd(x: torch.Tensor, g: torch.Tensor, D: int, causal: bool) -> torch.Tensor:
-    """Forward pass on contiguous ``x [B, H, W, C]`` and ``g [nh]`` (accumulation dtype)."""
-    acc = _acc_dtypes(x.dtype)[0]
-    meta = _meta(x, D)
-    y = torch.empty_like(x, dtype=acc)
-    B = x.shape[0]
-    for i, (L, M, sb, sm, st) in enumerate(_axes(x.shape)):
-        md_tpe_fwd_kernel[(triton.cdiv(meta["C"], meta["BC"]), B * M)](
-            x, g, y, L, M, sb, sm, st, CAUSAL=causal, ACCUMULATE=i > 0, **meta
-        )
-    return y.to(x.dtype)
-
-
-def md_tpe_bwd(
-    x: torch.Tensor, g: torch.Tensor, dy: torch.Tensor, D: int, causal: bool
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Backward pass on contiguous inputs: ``dx`` (``x``'s dtype) and ``dg [nh]`` (accumulation dtype)."""
-    acc = _acc_dtypes(x.dtype)[0]
-    meta = _meta(x, D)
-    B, _, _, C = x.shape
-    dx = torch.empty_like(x, dtype=acc)
-    dg = torch.zeros(C, dtype=acc, device=x.device)
-    for i, (L, M, sb, sm, st) in enumerate(_axes(x.shape)):
-        part = torch.empty(B * M, C, dtype=acc, device=x.device)
-        md_tpe_bwd_kernel[(triton.cdiv(C, meta["BC"]), B * M)](
-            x, dy, g, dx, part, L, M, sb, sm, st, CAUSAL=causal, ACCUMULATE=i > 0, **meta
-        )
-        dg += part.sum(0)
-    return dx.to(x.dtype), dg.view(C // D, D).sum(1)
-
-
-class MdTpeFunction(torch.autograd.Function):
-    """Autograd wrapper of the MD-TPE kernels; differentiable w.r.t. ``x`` and the log decays ``g``."""
-
-    @staticmethod
-    @input_guard
-    def forward(ctx, x: torch.Tensor, g: torch.Tensor, head_dim: int, causal: bool) -> torch.Tensor:
-        ctx.save_for_backward(x, g)
-        ctx.head_dim = head_dim
-        ctx.causal = causal
-        return md_tpe_fwd(x, g, head_dim, causal)
-
-    @staticmethod
-    @input_guard
-    def backward(ctx, dy: torch.Tensor):
-        x, g = ctx.saved_tensors
-        dx, dg = md_tpe_bwd(x, g, dy, ctx.head_dim, ctx.causal)
-        return dx, dg.to(g.dtype), None, None
+__all__ = ["md_tpe", "md_tpe_torch"]
 
 
 @torch.compiler.disable
@@ -237,7 +33,8 @@ def md_tpe(x: torch.Tensor, log_decay: torch.Tensor, causal: bool = False, backe
         md_tpe(x) = scan along H + scan along W
 
     On CUDA tensors (or with ``backend="triton"``) this runs the Triton kernels, differentiable w.r.t. ``x`` and
-    ``log_decay``; otherwise :func:`~recvision.ops.md_tpe.naive.md_tpe_torch`.
+    ``log_decay`` (:mod:`~recvision.ops.md_tpe.triton_scan`, imported on first use); otherwise
+    :func:`md_tpe_torch`.
 
     Args:
         x: channels-last grid ``[B, H, W, C]``, ``C = num_heads * head_dim``; any H, W >= 1.
@@ -255,6 +52,74 @@ def md_tpe(x: torch.Tensor, log_decay: torch.Tensor, causal: bool = False, backe
     D = check_md_tpe_inputs(x, log_decay)
     if not use_triton(x, backend):
         return md_tpe_torch(x, log_decay, causal)
-    acc = _acc_dtypes(x.dtype)[0]
-    g = log_decay.to(device=x.device, dtype=acc).contiguous()
-    return MdTpeFunction.apply(x, g, D, bool(causal))
+    from .triton_scan import md_tpe_triton
+
+    return md_tpe_triton(x, log_decay, D, causal)
+
+
+def _causal_scan_chunked(x: torch.Tensor, g: torch.Tensor, chunk_size: int) -> torch.Tensor:
+    """Causal scan along dim -3 of ``x [N, L, nh, D]`` with log decay ``g [nh]``, chunk by chunk.
+
+    Inside a chunk of ``c`` tokens: ``y = Dm x`` with ``Dm[i, j] = lambda^(i-j)`` for ``i >= j`` (else 0);
+    across chunks: ``y_i += lambda^(i+1) Y_prev`` where ``Y_prev`` is the output at the last token of the previous
+    chunk. Every decay is ``exp(g n)`` with ``n >= 0``, so nothing overflows. Memory: ``O(c^2 nh)`` for the table
+    plus ``O(L)`` per line.
+    """
+    N, L, nh, D = x.shape
+    c = min(chunk_size, L)
+    K = -(-L // c)
+    pad = K * c - L
+    if pad:
+        x = torch.nn.functional.pad(x, (0, 0, 0, 0, 0, pad))
+    xc = x.reshape(N, K, c, nh, D)
+    pos = torch.arange(c, device=x.device, dtype=x.dtype)
+    diff = pos[:, None] - pos[None, :]
+    gv = g.view(nh, 1, 1)
+    table = torch.where(diff >= 0, torch.exp(gv * diff.clamp(min=0)), torch.zeros((), dtype=x.dtype, device=x.device))
+    intra = torch.einsum("hij,nkjhd->nkihd", table, xc)  # [N, K, c, nh, D]
+    if K == 1:
+        return intra.reshape(N, c, nh, D)[:, :L]
+    carry_decay = torch.exp(g.view(1, nh) * (pos + 1).view(c, 1)).view(1, c, nh, 1)  # lambda^(i+1)
+    chunks = [intra[:, 0]]
+    for k in range(1, K):
+        chunks.append(intra[:, k] + carry_decay * chunks[-1][:, -1:])
+    return torch.stack(chunks, 1).reshape(N, K * c, nh, D)[:, :L]
+
+
+def _axis_scan_torch(x: torch.Tensor, g: torch.Tensor, causal: bool, chunk_size: int) -> torch.Tensor:
+    """Scan of ``x [N, L, nh, D]`` along dim 1, causal or bidirectional."""
+    y = _causal_scan_chunked(x, g, chunk_size)
+    if causal:
+        return y
+    return y + _causal_scan_chunked(x.flip(1), g, chunk_size).flip(1) - x
+
+
+def md_tpe_torch(x: torch.Tensor, log_decay: torch.Tensor, causal: bool = False, chunk_size: int = 64) -> torch.Tensor:
+    """Efficient PyTorch MD-TPE (the CPU path of :func:`md_tpe`).
+
+    Each axis scan is chunked: a ``[c, c]`` decay-matrix product inside chunks of ``chunk_size`` tokens and a
+    short recurrence across chunks; the bidirectional scan is ``forward + reversed - x``.
+
+    Args:
+        x: channels-last grid ``[B, H, W, C]``, ``C = num_heads * head_dim``.
+        log_decay: ``log(lambda)`` per head ``[num_heads]``, finite and ``<= 0``.
+        causal: scan only from the start of each axis.
+        chunk_size: tokens per chunk (only affects speed and memory).
+
+    Returns:
+        ``y [B, H, W, C]`` in ``x``'s dtype; differentiable w.r.t. ``x`` and ``log_decay``.
+    """
+    D = check_md_tpe_inputs(x, log_decay)
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1; got {chunk_size}")
+    dtype = compute_dtype(x.dtype)
+    B, H, W, C = x.shape
+    nh = C // D
+    g = log_decay.to(device=x.device, dtype=dtype)
+    xf = x.to(dtype).reshape(B, H, W, nh, D)
+    # along W: lines are (b, h)
+    y_w = _axis_scan_torch(xf.reshape(B * H, W, nh, D), g, causal, chunk_size).reshape(B, H, W, nh, D)
+    # along H: lines are (b, w)
+    x_h = xf.transpose(1, 2).reshape(B * W, H, nh, D)
+    y_h = _axis_scan_torch(x_h, g, causal, chunk_size).reshape(B, W, H, nh, D).transpose(1, 2)
+    return (y_w + y_h).reshape(B, H, W, C).to(x.dtype)

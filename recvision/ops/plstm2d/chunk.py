@@ -1,4 +1,4 @@
-"""Chunked 2-D pLSTM in PyTorch (the CPU path) and the :func:`plstm2d` dispatcher.
+"""Chunked 2-D pLSTM: the :func:`chunk_plstm2d` dispatcher (also named :func:`plstm2d`) and its PyTorch form.
 
 Pöppel et al., "pLSTM: parallelizable Linear Source Transition Mark networks" (arXiv 2506.11997), §3.3, and the
 chunkwise form of the reference code ``ml-jku/plstm`` (``torch/plstm_2d.py``). The grid is cut into chunks of
@@ -24,42 +24,17 @@ import torch
 
 from ...config import use_triton
 from .block_scan import scan_plstm2d_blocks
-from .common import check_plstm2d_inputs, compute_dtype, gate_dict
-from .parallel import (
-    BlockOperators,
-    from_blocks,
-    intra_block_output,
-    next_power_of_two,
-    pad_grid,
-    plstm2d_blocks,
-    to_blocks,
+from .common import (
+    DEFAULT_CHUNK_SIZE,
+    SCAN_MAX_CELLS,
+    check_plstm2d_inputs,
+    chunk_sides,
+    compute_dtype,
+    gate_dict,
 )
+from .parallel import BlockOperators, from_blocks, intra_block_output, pad_grid, plstm2d_blocks, to_blocks
 
-__all__ = ["chunk_plstm2d", "plstm2d", "DEFAULT_CHUNK_SIZE", "chunk_sides"]
-
-DEFAULT_CHUNK_SIZE = 4
-# Chunks of up to this many cells get their operators from the anti-diagonal scan (fewer, larger tensor ops: about
-# 2x faster than the doubling on the CPU at 4x4 and 8x8, see benchmarks/bench_plstm_op.py); larger ones, where the
-# scan's bx + by - 1 steps over bx*by + bx + by coefficients cost more, from the log-depth doubling.
-SCAN_MAX_CELLS = 64
-
-
-def chunk_sides(X: int, Y: int, chunk_size: int | None) -> tuple[int, int]:
-    """Chunk sides ``(bx, by)`` for an ``X x Y`` grid: ``chunk_size`` clipped to the grid's power-of-two size.
-
-    Args:
-        X, Y: grid size.
-        chunk_size: requested chunk side, a power of two; ``None`` means one chunk for grids that pad to at most
-            :data:`SCAN_MAX_CELLS` cells (e.g. 8x8), :data:`DEFAULT_CHUNK_SIZE` otherwise.
-    """
-    if chunk_size is None and next_power_of_two(X) * next_power_of_two(Y) <= SCAN_MAX_CELLS:
-        # a small grid is fastest as one chunk: the boundary states of a split cost DK*DV per edge, more than the
-        # whole gating tensor (measured 3.5x slower per training step of plstm_femto at 8x8 tokens with 4x4 chunks)
-        return next_power_of_two(X), next_power_of_two(Y)
-    size = DEFAULT_CHUNK_SIZE if chunk_size is None else chunk_size
-    if not isinstance(size, int) or isinstance(size, bool) or size < 1 or size & (size - 1):
-        raise ValueError(f"plstm2d: chunk_size must be a power of two >= 1 (or None); got {chunk_size!r}")
-    return min(size, next_power_of_two(X)), min(size, next_power_of_two(Y))
+__all__ = ["DEFAULT_CHUNK_SIZE", "chunk_plstm2d", "chunk_plstm2d_torch", "chunk_sides", "plstm2d"]
 
 
 def _diagonal_order(nx: int, ny: int) -> tuple[list[tuple[int, int]], list[int]]:
@@ -130,7 +105,7 @@ def _inter_chunk_output(qb: torch.Tensor, kb: torch.Tensor, vb: torch.Tensor, bl
     return o.transpose(0, 1).reshape(N, nx, ny, C, DV)
 
 
-def chunk_plstm2d(
+def chunk_plstm2d_torch(
     q: torch.Tensor,
     k: torch.Tensor,
     v: torch.Tensor,
@@ -154,8 +129,11 @@ def chunk_plstm2d(
 
     Args:
         q, k, v, source_r, ..., direct, scale: as in :func:`~recvision.ops.plstm2d.naive_plstm2d`.
-        chunk_size: chunk side, a power of two, clipped to the grid (:func:`chunk_sides`); ``None`` means
-            :data:`DEFAULT_CHUNK_SIZE`.
+        chunk_size: chunk side, a power of two, clipped to the grid's power-of-two size (:func:`chunk_sides`);
+            ``None`` means one chunk for grids that pad to at most :data:`SCAN_MAX_CELLS` cells (e.g. 8x8) and
+            :data:`DEFAULT_CHUNK_SIZE` otherwise. Chunks of up to :data:`SCAN_MAX_CELLS` cells get their operators
+            from the anti-diagonal scan, larger ones from the log-depth doubling; neither choice changes the result
+            beyond rounding.
 
     Returns:
         ``o [B, X, Y, H, DV]`` in q's dtype (computed in float32, float64 for float64 inputs).
@@ -178,7 +156,7 @@ def chunk_plstm2d(
     return from_blocks(o, B, H, bx, by)[:, :X, :Y].to(q.dtype)
 
 
-def plstm2d(
+def chunk_plstm2d(
     q: torch.Tensor,
     k: torch.Tensor,
     v: torch.Tensor,
@@ -196,16 +174,17 @@ def plstm2d(
     chunk_size: int | None = None,
     backend: str | None = None,
 ) -> torch.Tensor:
-    """2-D pLSTM, dispatched to the chunked Triton kernels or to :func:`chunk_plstm2d`.
+    """2-D pLSTM in chunks, dispatched to the Triton kernels or to :func:`chunk_plstm2d_torch`.
 
     :func:`recvision.config.use_triton` decides (``backend`` overrides the global setting for this call). The
-    Triton module is imported lazily so that CPU-only use never imports Triton.
+    Triton module :mod:`~recvision.ops.plstm2d.triton_chunk` is imported on the first call that takes the Triton
+    path, so that CPU-only use never imports Triton. :func:`plstm2d` is the same function.
 
     Args:
         q, k, v, source_r, ..., direct, scale: as in :func:`~recvision.ops.plstm2d.naive_plstm2d`.
         chunk_size: chunk side (a power of two), or ``None`` for the default of the chosen form
-            (:data:`DEFAULT_CHUNK_SIZE` = 4 for PyTorch, ``triton_chunk.DEFAULT_TRITON_CHUNK_SIZE`` = 8 for Triton,
-            which also raises sides below 4 to 4). Either way it does not change the result beyond rounding.
+            (:func:`chunk_sides` for PyTorch; ``triton_chunk.DEFAULT_TRITON_CHUNK_SIZE`` = 8 for Triton, which also
+            raises sides below 4 to 4). Either way it does not change the result beyond rounding.
         backend: ``"auto"``, ``"torch"``, ``"triton"`` or ``None`` (the global backend).
 
     Returns:
@@ -213,7 +192,11 @@ def plstm2d(
     """
     args = (q, k, v, source_r, source_d, trans_rl, trans_ru, trans_du, trans_dl, mark_l, mark_u, direct)
     if use_triton(q, backend):
-        from .triton_chunk import triton_chunk_plstm2d
+        from .triton_chunk import chunk_plstm2d_triton
 
-        return triton_chunk_plstm2d(*args, scale=scale, chunk_size=chunk_size)
-    return chunk_plstm2d(*args, scale=scale, chunk_size=chunk_size)
+        return chunk_plstm2d_triton(*args, scale=scale, chunk_size=chunk_size)
+    return chunk_plstm2d_torch(*args, scale=scale, chunk_size=chunk_size)
+
+
+# the name the layers and the README use for the dispatcher
+plstm2d = chunk_plstm2d

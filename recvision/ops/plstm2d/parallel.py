@@ -25,7 +25,7 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
-from .common import GATE_NAMES, check_plstm2d_inputs, compute_dtype, gate_dict
+from .common import GATE_NAMES, check_plstm2d_inputs, compute_dtype, gate_dict, next_power_of_two
 
 __all__ = ["parallel_plstm2d", "plstm2d_blocks", "BlockOperators", "next_power_of_two"]
 
@@ -57,11 +57,6 @@ class BlockOperators(NamedTuple):
     m_r: torch.Tensor
     m_d: torch.Tensor
     g: torch.Tensor
-
-
-def next_power_of_two(n: int) -> int:
-    """Smallest power of two ``>= n`` (``n >= 1``)."""
-    return 1 << (n - 1).bit_length()
 
 
 def _cells(t: torch.Tensor, lead: int) -> torch.Tensor:

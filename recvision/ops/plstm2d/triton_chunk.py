@@ -44,18 +44,17 @@ import torch
 import triton
 import triton.language as tl
 
+from ..common.triton_utils import MAX_HEAD_DIM, interpreted, sum_combine
 from ..utils.guards import input_guard
-from .chunk import chunk_sides
-from .common import check_plstm2d_inputs, compute_dtype, gate_dict
+from .common import check_plstm2d_inputs, chunk_sides, compute_dtype, gate_dict
 from .parallel import from_blocks, pad_grid, plstm2d_blocks, to_blocks
-from .triton_wavefront import MAX_HEAD_DIM, _diagonals, _sum_combine
 
 __all__ = [
     "DEFAULT_TRITON_CHUNK_SIZE",
     "MIN_CHUNK_SIDE",
     "ChunkPlstm2dFunction",
     "chunk_operators",
-    "triton_chunk_plstm2d",
+    "chunk_plstm2d_triton",
     "triton_chunk_sides",
 ]
 
@@ -383,7 +382,7 @@ def chunk_plstm2d_inter_bwd_kernel(
                 dst = tl.where(is_rf, ch + NY, ch + 1)
                 has_dst = tl.where(is_rf, i + 1 < NX, j + 1 < NY)
                 b_dho = tl.load(dh + (dst * E + f) * K * V + o_kv, mask=m_kv & has_dst, other=0)
-                b_dt = tl.reduce(tl.reduce(b_dho * b_hin, 1, _sum_combine), 0, _sum_combine)
+                b_dt = tl.reduce(tl.reduce(b_dho * b_hin, 1, sum_combine), 0, sum_combine)
                 tl.store(dt + (part * E + f) * E + e, b_dt)
 
     rows = ch * C + r * BC + o_c
@@ -404,7 +403,7 @@ def chunk_plstm2d_inter_bwd_kernel(
         b_hin = tl.load(h + (src * E + e) * K * V + o_kv, mask=m_kv & tl.where(is_r, i > 0, j > 0), other=0)
         b_z = tl.dot(b_do, tl.trans(b_hin), input_precision=PREC)  # [BC, BK]
         b_dq += tl.load(m + rows * E + e)[:, None] * b_z
-        tl.store(dm + (part * C + r * BC + o_c) * E + e, tl.reduce(b_z * b_q, 1, _sum_combine))
+        tl.store(dm + (part * C + r * BC + o_c) * E + e, tl.reduce(b_z * b_q, 1, sum_combine))
     # dk_c += sum_f S[f, c] dH_out[f] v_c;  dv_c += sum_f S[f, c] dH_out[f]^T k_c;  dS[f, c] = k_c^T dH_out[f] v_c
     for f in range(E):
         is_rf = f < BY
@@ -415,7 +414,7 @@ def chunk_plstm2d_inter_bwd_kernel(
         b_w = tl.dot(b_v, tl.trans(b_dho), input_precision=PREC)  # [BC, BK]
         b_dk += b_s[:, None] * b_w
         b_dv += b_s[:, None] * tl.dot(b_k, b_dho, input_precision=PREC)
-        tl.store(ds + (part * E + f) * C + r * BC + o_c, tl.reduce(b_w * b_k, 1, _sum_combine))
+        tl.store(ds + (part * E + f) * C + r * BC + o_c, tl.reduce(b_w * b_k, 1, sum_combine))
     tl.store(p_dq, b_dq, mask=m_k[None, :])
     tl.store(p_dk, b_dk, mask=m_k[None, :])
     tl.store(p_dv, b_dv, mask=m_v[None, :])
@@ -571,11 +570,20 @@ class ChunkPlstm2dFunction(torch.autograd.Function):
 
 def _interpreted() -> bool:
     """Whether the kernels run in Triton's interpreter (``TRITON_INTERPRET=1`` when they were defined)."""
-    return not isinstance(chunk_plstm2d_intra_fwd_kernel, triton.runtime.JITFunction)
+    return interpreted(chunk_plstm2d_intra_fwd_kernel)
+
+
+def _diagonals(X: int, Y: int) -> list[tuple[int, int, int]]:
+    """``(d, x_lo, n)`` for every anti-diagonal ``x + y = d`` of the chunk grid: its first row and its length."""
+    out = []
+    for d in range(X + Y - 1):
+        x_lo = max(0, d - Y + 1)
+        out.append((d, x_lo, min(d, X - 1) - x_lo + 1))
+    return out
 
 
 def triton_chunk_sides(X: int, Y: int, chunk_size: int | None) -> tuple[int, int]:
-    """Chunk sides of the Triton kernels: :func:`~recvision.ops.plstm2d.chunk.chunk_sides` (default
+    """Chunk sides of the Triton kernels: :func:`~recvision.ops.plstm2d.common.chunk_sides` (default
     :data:`DEFAULT_TRITON_CHUNK_SIZE`), raised to at least :data:`MIN_CHUNK_SIDE` (the grid is padded)."""
     bx, by = chunk_sides(X, Y, DEFAULT_TRITON_CHUNK_SIZE if chunk_size is None else chunk_size)
     return max(bx, MIN_CHUNK_SIDE), max(by, MIN_CHUNK_SIDE)
@@ -609,7 +617,7 @@ def chunk_operators(
 
 
 @torch.compiler.disable
-def triton_chunk_plstm2d(
+def chunk_plstm2d_triton(
     q: torch.Tensor,
     k: torch.Tensor,
     v: torch.Tensor,
@@ -628,7 +636,7 @@ def triton_chunk_plstm2d(
 ) -> torch.Tensor:
     """2-D pLSTM in chunks on Triton kernels, differentiable w.r.t. every tensor input.
 
-    Same semantics as :func:`~recvision.ops.plstm2d.chunk_plstm2d` (module docstring and ``README.md`` for the
+    Same semantics as :func:`~recvision.ops.plstm2d.chunk_plstm2d_torch` (module docstring and ``README.md`` for the
     maths). The grid is zero-padded at its far ends to whole chunks. Runs on CUDA tensors, or on CPU tensors under
     ``TRITON_INTERPRET=1``.
 
@@ -653,15 +661,15 @@ def triton_chunk_plstm2d(
     gates = gate_dict(source_r, source_d, trans_rl, trans_ru, trans_du, trans_dl, mark_l, mark_u, direct)
     scale = check_plstm2d_inputs(q, k, v, gates, scale)
     if q.dtype not in (torch.float16, torch.bfloat16, torch.float32, torch.float64):
-        raise ValueError(f"triton_chunk_plstm2d supports float16/bfloat16/float32/float64 q, k, v; got {q.dtype}")
+        raise ValueError(f"chunk_plstm2d_triton supports float16/bfloat16/float32/float64 q, k, v; got {q.dtype}")
     if q.shape[-1] > MAX_HEAD_DIM or v.shape[-1] > MAX_HEAD_DIM:
         raise ValueError(
-            f"triton_chunk_plstm2d supports head dims DK, DV <= {MAX_HEAD_DIM}; got DK={q.shape[-1]}, DV={v.shape[-1]}"
+            f"chunk_plstm2d_triton supports head dims DK, DV <= {MAX_HEAD_DIM}; got DK={q.shape[-1]}, DV={v.shape[-1]}"
         )
     if not q.is_cuda and not _interpreted():
         raise ValueError(
-            f"triton_chunk_plstm2d needs CUDA tensors (or TRITON_INTERPRET=1 set before Triton is imported); q is on "
-            f"{q.device}. Use chunk_plstm2d or plstm2d on the CPU."
+            f"chunk_plstm2d_triton needs CUDA tensors (or TRITON_INTERPRET=1 set before Triton is imported); q is on "
+            f"{q.device}. Use chunk_plstm2d_torch or plstm2d on the CPU."
         )
     B, X, Y, H, _ = q.shape
     bx, by = triton_chunk_sides(X, Y, chunk_size)

@@ -1,615 +1,21 @@
-"""Chunkwise multi-head retention: Triton kernels (forward and backward) with a PyTorch fallback.
+"""Chunkwise multi-head retention: the :func:`chunk_retention` dispatcher and its PyTorch form.
 
 Sun et al., "Retentive Network: A Successor to Transformer for Large Language Models" (arXiv 2307.08621), §2.2
 (chunkwise recurrent form); Hatamizadeh et al., "ViR: Towards Efficient Vision Retention Backbones"
-(arXiv 2310.19731), §3. The derivation of the kernels' formulas is in this folder's ``README.md``.
+(arXiv 2310.19731), §3. The maths is in this folder's ``README.md``.
 
-Layout follows flash-linear-attention: ``q, k [B, T, H, K]``, ``v [B, T, H, V]``, ``g_gamma [H] = log gamma``.
-The sequence is cut into ``NT = ceil(T / BT)`` chunks of ``BT`` tokens (the last one may be shorter). Kernels:
-
-* ``chunk_retention_fwd_h_kernel``: one program per ``(K-block, V-block, b*h)`` walks the chunks in order and
-  writes the state *before* every chunk to ``h [B, H, NT, K, V]`` (and the final state);
-* ``chunk_retention_fwd_o_kernel``: one program per ``(V-block, chunk, b*h)``,
-  ``o = scale * ((q k^T ⊙ D) v + gamma^(i+1) q h)``;
-* ``chunk_retention_bwd_dh_kernel``: the reverse walk, ``dh [B, H, NT, K, V]`` = gradient of the state *after*
-  every chunk (seeded with ``dht``), and ``dh0``;
-* ``chunk_retention_bwd_dv_kernel`` / ``chunk_retention_bwd_dqk_kernel``: per ``(block, chunk, b*h)`` gradients.
-
-Element-wise maths runs in float32 (float64 for float64 inputs). ``tl.dot`` operands are in the input dtype for
-float16/bfloat16 (tensor cores, float32 accumulation) and float32 with ``input_precision="ieee"`` otherwise.
+:func:`chunk_retention` runs the Triton kernels of :mod:`~recvision.ops.retention.triton_chunk` (imported on the
+first call that needs them, so that the CPU path never imports Triton) or :func:`chunk_retention_torch`.
 """
 
 from __future__ import annotations
 
 import torch
-import triton
-import triton.language as tl
 
 from ...config import use_triton
-from ..utils.guards import input_guard
-from .common import check_retention_inputs
-from .naive import naive_chunk_retention
+from .common import check_retention_inputs, compute_dtype
 
-__all__ = ["chunk_retention", "ChunkRetentionFunction", "retention_log_decay_grad"]
-
-MAX_HEAD_DIM = 256
-MAX_BLOCK = 64
-MIN_DOT = 16
-
-
-@triton.jit(do_not_specialize=["T"])
-def chunk_retention_fwd_h_kernel(
-    k,
-    v,
-    g,
-    h,
-    h0,
-    ht,
-    T,
-    H: tl.constexpr,
-    K: tl.constexpr,
-    V: tl.constexpr,
-    BT: tl.constexpr,
-    BK: tl.constexpr,
-    BV: tl.constexpr,
-    ACC: tl.constexpr,
-    DT: tl.constexpr,
-    PREC: tl.constexpr,
-    USE_INITIAL_STATE: tl.constexpr,
-    STORE_FINAL_STATE: tl.constexpr,
-):
-    i_k, i_v, i_bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
-    i_b = tl.cast(i_bh // H, tl.int64)
-    i_h = i_bh % H
-    i_bh64 = tl.cast(i_bh, tl.int64)
-    NT = tl.cdiv(T, BT)
-    b_g = tl.load(g + i_h).to(ACC)
-
-    o_t = tl.arange(0, BT)
-    o_k = i_k * BK + tl.arange(0, BK)
-    o_v = i_v * BV + tl.arange(0, BV)
-    m_k = o_k < K
-    m_v = o_v < V
-    m_kv = m_k[:, None] & m_v[None, :]
-    # offsets inside one [K, V] state
-    o_kv = o_k[:, None] * V + o_v[None, :]
-
-    b_h = tl.zeros([BK, BV], dtype=ACC)
-    if USE_INITIAL_STATE:
-        b_h += tl.load(h0 + i_bh64 * K * V + o_kv, mask=m_kv, other=0).to(ACC)
-
-    for i_t in range(NT):
-        i_t64 = tl.cast(i_t, tl.int64)
-        tl.store(h + (i_bh64 * NT + i_t64) * K * V + o_kv, b_h.to(h.dtype.element_ty), mask=m_kv)
-        o_tt = i_t * BT + o_t
-        m_t = o_tt < T
-        # row offsets of the chunk's tokens in [B, T, H, *]
-        o_row = (i_b * T + o_tt) * H + i_h
-        b_k = tl.load(k + o_row[:, None] * K + o_k[None, :], mask=m_t[:, None] & m_k[None, :], other=0).to(ACC)
-        b_v = tl.load(v + o_row[:, None] * V + o_v[None, :], mask=m_t[:, None] & m_v[None, :], other=0)
-        # real length of this chunk (the last one may be short)
-        L = tl.minimum(T - i_t * BT, BT)
-        # gamma^(L-1-j) for the valid tokens, 0 for the padding
-        b_dk = tl.where(m_t, tl.exp(b_g * tl.where(m_t, L - 1 - o_t, 0).to(ACC)), 0)
-        b_kd = tl.trans(b_k * b_dk[:, None]).to(DT)  # [BK, BT]
-        b_h = b_h * tl.exp(b_g * L) + tl.dot(b_kd, b_v.to(DT), input_precision=PREC)
-
-    if STORE_FINAL_STATE:
-        tl.store(ht + i_bh64 * K * V + o_kv, b_h.to(ht.dtype.element_ty), mask=m_kv)
-
-
-@triton.jit(do_not_specialize=["T"])
-def chunk_retention_fwd_o_kernel(
-    q,
-    k,
-    v,
-    h,
-    g,
-    o,
-    scale,
-    T,
-    H: tl.constexpr,
-    K: tl.constexpr,
-    V: tl.constexpr,
-    BT: tl.constexpr,
-    BK: tl.constexpr,
-    BV: tl.constexpr,
-    ACC: tl.constexpr,
-    DT: tl.constexpr,
-    PREC: tl.constexpr,
-):
-    i_v, i_t, i_bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
-    i_b = tl.cast(i_bh // H, tl.int64)
-    i_h = i_bh % H
-    i_bh64 = tl.cast(i_bh, tl.int64)
-    NT = tl.cdiv(T, BT)
-    b_g = tl.load(g + i_h).to(ACC)
-
-    o_t = tl.arange(0, BT)
-    o_tt = i_t * BT + o_t
-    m_t = o_tt < T
-    o_row = (i_b * T + o_tt) * H + i_h
-    o_v = i_v * BV + tl.arange(0, BV)
-    m_v = o_v < V
-    p_h = h + (i_bh64 * NT + tl.cast(i_t, tl.int64)) * K * V
-
-    b_o = tl.zeros([BT, BV], dtype=ACC)
-    b_A = tl.zeros([BT, BT], dtype=ACC)
-    for i_k in range(tl.cdiv(K, BK)):
-        o_k = i_k * BK + tl.arange(0, BK)
-        m_k = o_k < K
-        m_tk = m_t[:, None] & m_k[None, :]
-        b_q = tl.load(q + o_row[:, None] * K + o_k[None, :], mask=m_tk, other=0).to(DT)
-        b_k = tl.load(k + o_row[:, None] * K + o_k[None, :], mask=m_tk, other=0).to(DT)
-        b_h = tl.load(p_h + o_k[:, None] * V + o_v[None, :], mask=m_k[:, None] & m_v[None, :], other=0).to(DT)
-        # [BT, BV] inter-chunk part, [BT, BT] intra-chunk scores
-        b_o += tl.dot(b_q, b_h, input_precision=PREC)
-        b_A += tl.dot(b_q, tl.trans(b_k), input_precision=PREC)
-
-    b_o = b_o * tl.exp(b_g * (o_t + 1).to(ACC))[:, None]
-    m_A = o_t[:, None] >= o_t[None, :]
-    b_A = tl.where(m_A, b_A * tl.exp(b_g * tl.where(m_A, o_t[:, None] - o_t[None, :], 0).to(ACC)), 0)
-    b_v = tl.load(v + o_row[:, None] * V + o_v[None, :], mask=m_t[:, None] & m_v[None, :], other=0).to(DT)
-    b_o = (b_o + tl.dot(b_A.to(DT), b_v, input_precision=PREC)) * scale
-    tl.store(o + o_row[:, None] * V + o_v[None, :], b_o.to(o.dtype.element_ty), mask=m_t[:, None] & m_v[None, :])
-
-
-@triton.jit(do_not_specialize=["T"])
-def chunk_retention_bwd_dh_kernel(
-    q,
-    do,
-    g,
-    dh,
-    dht,
-    dh0,
-    scale,
-    T,
-    H: tl.constexpr,
-    K: tl.constexpr,
-    V: tl.constexpr,
-    BT: tl.constexpr,
-    BK: tl.constexpr,
-    BV: tl.constexpr,
-    ACC: tl.constexpr,
-    DT: tl.constexpr,
-    PREC: tl.constexpr,
-    USE_FINAL_STATE_GRADIENT: tl.constexpr,
-    STORE_INITIAL_STATE_GRADIENT: tl.constexpr,
-):
-    i_k, i_v, i_bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
-    i_b = tl.cast(i_bh // H, tl.int64)
-    i_h = i_bh % H
-    i_bh64 = tl.cast(i_bh, tl.int64)
-    NT = tl.cdiv(T, BT)
-    b_g = tl.load(g + i_h).to(ACC)
-
-    o_t = tl.arange(0, BT)
-    o_k = i_k * BK + tl.arange(0, BK)
-    o_v = i_v * BV + tl.arange(0, BV)
-    m_k = o_k < K
-    m_v = o_v < V
-    m_kv = m_k[:, None] & m_v[None, :]
-    o_kv = o_k[:, None] * V + o_v[None, :]
-    # scale * gamma^(i+1): how the state before a chunk reaches its queries
-    b_dq = scale * tl.exp(b_g * (o_t + 1).to(ACC))
-
-    b_dh = tl.zeros([BK, BV], dtype=ACC)
-    if USE_FINAL_STATE_GRADIENT:
-        b_dh += tl.load(dht + i_bh64 * K * V + o_kv, mask=m_kv, other=0).to(ACC)
-
-    for i_r in range(NT):
-        i_t = NT - 1 - i_r
-        i_t64 = tl.cast(i_t, tl.int64)
-        # gradient w.r.t. the state after chunk i_t
-        tl.store(dh + (i_bh64 * NT + i_t64) * K * V + o_kv, b_dh.to(dh.dtype.element_ty), mask=m_kv)
-        o_tt = i_t * BT + o_t
-        m_t = o_tt < T
-        o_row = (i_b * T + o_tt) * H + i_h
-        b_q = tl.load(q + o_row[:, None] * K + o_k[None, :], mask=m_t[:, None] & m_k[None, :], other=0).to(ACC)
-        b_do = tl.load(do + o_row[:, None] * V + o_v[None, :], mask=m_t[:, None] & m_v[None, :], other=0)
-        L = tl.minimum(T - i_t * BT, BT)
-        b_qd = tl.trans(b_q * b_dq[:, None]).to(DT)  # [BK, BT]
-        b_dh = b_dh * tl.exp(b_g * L) + tl.dot(b_qd, b_do.to(DT), input_precision=PREC)
-
-    if STORE_INITIAL_STATE_GRADIENT:
-        tl.store(dh0 + i_bh64 * K * V + o_kv, b_dh.to(dh0.dtype.element_ty), mask=m_kv)
-
-
-@triton.jit(do_not_specialize=["T"])
-def chunk_retention_bwd_dv_kernel(
-    q,
-    k,
-    do,
-    dh,
-    g,
-    dv,
-    scale,
-    T,
-    H: tl.constexpr,
-    K: tl.constexpr,
-    V: tl.constexpr,
-    BT: tl.constexpr,
-    BK: tl.constexpr,
-    BV: tl.constexpr,
-    ACC: tl.constexpr,
-    DT: tl.constexpr,
-    PREC: tl.constexpr,
-):
-    i_v, i_t, i_bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
-    i_b = tl.cast(i_bh // H, tl.int64)
-    i_h = i_bh % H
-    i_bh64 = tl.cast(i_bh, tl.int64)
-    NT = tl.cdiv(T, BT)
-    b_g = tl.load(g + i_h).to(ACC)
-
-    o_t = tl.arange(0, BT)
-    o_tt = i_t * BT + o_t
-    m_t = o_tt < T
-    o_row = (i_b * T + o_tt) * H + i_h
-    o_v = i_v * BV + tl.arange(0, BV)
-    m_v = o_v < V
-    m_tv = m_t[:, None] & m_v[None, :]
-    p_dh = dh + (i_bh64 * NT + tl.cast(i_t, tl.int64)) * K * V
-
-    # b_A[j, i] = k_j . q_i
-    b_A = tl.zeros([BT, BT], dtype=ACC)
-    b_dv = tl.zeros([BT, BV], dtype=ACC)
-    for i_k in range(tl.cdiv(K, BK)):
-        o_k = i_k * BK + tl.arange(0, BK)
-        m_k = o_k < K
-        m_tk = m_t[:, None] & m_k[None, :]
-        b_q = tl.load(q + o_row[:, None] * K + o_k[None, :], mask=m_tk, other=0).to(DT)
-        b_k = tl.load(k + o_row[:, None] * K + o_k[None, :], mask=m_tk, other=0).to(DT)
-        b_dh = tl.load(p_dh + o_k[:, None] * V + o_v[None, :], mask=m_k[:, None] & m_v[None, :], other=0).to(DT)
-        b_A += tl.dot(b_k, tl.trans(b_q), input_precision=PREC)
-        b_dv += tl.dot(b_k, b_dh, input_precision=PREC)
-
-    L = tl.minimum(T - i_t * BT, BT)
-    b_dv = b_dv * tl.where(m_t, tl.exp(b_g * tl.where(m_t, L - 1 - o_t, 0).to(ACC)), 0)[:, None]
-    # keep i >= j, decay gamma^(i-j)
-    m_A = o_t[:, None] <= o_t[None, :]
-    b_A = tl.where(m_A, b_A * tl.exp(b_g * tl.where(m_A, o_t[None, :] - o_t[:, None], 0).to(ACC)), 0) * scale
-    b_do = tl.load(do + o_row[:, None] * V + o_v[None, :], mask=m_tv, other=0).to(DT)
-    b_dv += tl.dot(b_A.to(DT), b_do, input_precision=PREC)
-    tl.store(dv + o_row[:, None] * V + o_v[None, :], b_dv.to(dv.dtype.element_ty), mask=m_tv)
-
-
-@triton.jit(do_not_specialize=["T"])
-def chunk_retention_bwd_dqk_kernel(
-    q,
-    k,
-    v,
-    h,
-    do,
-    dh,
-    g,
-    dq,
-    dk,
-    scale,
-    T,
-    H: tl.constexpr,
-    K: tl.constexpr,
-    V: tl.constexpr,
-    BT: tl.constexpr,
-    BK: tl.constexpr,
-    BV: tl.constexpr,
-    ACC: tl.constexpr,
-    DT: tl.constexpr,
-    PREC: tl.constexpr,
-):
-    i_k, i_t, i_bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
-    i_b = tl.cast(i_bh // H, tl.int64)
-    i_h = i_bh % H
-    i_bh64 = tl.cast(i_bh, tl.int64)
-    NT = tl.cdiv(T, BT)
-    b_g = tl.load(g + i_h).to(ACC)
-
-    o_t = tl.arange(0, BT)
-    o_tt = i_t * BT + o_t
-    m_t = o_tt < T
-    o_row = (i_b * T + o_tt) * H + i_h
-    o_k = i_k * BK + tl.arange(0, BK)
-    m_k = o_k < K
-    m_tk = m_t[:, None] & m_k[None, :]
-    o_hc = (i_bh64 * NT + tl.cast(i_t, tl.int64)) * K * V
-
-    # b_dA[i, j] = do_i . v_j
-    b_dA = tl.zeros([BT, BT], dtype=ACC)
-    b_dq = tl.zeros([BT, BK], dtype=ACC)
-    b_dk = tl.zeros([BT, BK], dtype=ACC)
-    for i_v in range(tl.cdiv(V, BV)):
-        o_v = i_v * BV + tl.arange(0, BV)
-        m_v = o_v < V
-        m_tv = m_t[:, None] & m_v[None, :]
-        m_kv = m_k[:, None] & m_v[None, :]
-        b_do = tl.load(do + o_row[:, None] * V + o_v[None, :], mask=m_tv, other=0).to(DT)
-        b_v = tl.load(v + o_row[:, None] * V + o_v[None, :], mask=m_tv, other=0).to(DT)
-        b_h = tl.load(h + o_hc + o_k[:, None] * V + o_v[None, :], mask=m_kv, other=0).to(DT)
-        b_dh = tl.load(dh + o_hc + o_k[:, None] * V + o_v[None, :], mask=m_kv, other=0).to(DT)
-        b_dA += tl.dot(b_do, tl.trans(b_v), input_precision=PREC)
-        b_dq += tl.dot(b_do, tl.trans(b_h), input_precision=PREC)
-        b_dk += tl.dot(b_v, tl.trans(b_dh), input_precision=PREC)
-
-    L = tl.minimum(T - i_t * BT, BT)
-    b_dq = b_dq * (scale * tl.exp(b_g * (o_t + 1).to(ACC)))[:, None]
-    b_dk = b_dk * tl.where(m_t, tl.exp(b_g * tl.where(m_t, L - 1 - o_t, 0).to(ACC)), 0)[:, None]
-    m_A = o_t[:, None] >= o_t[None, :]
-    b_dA = tl.where(m_A, b_dA * tl.exp(b_g * tl.where(m_A, o_t[:, None] - o_t[None, :], 0).to(ACC)), 0) * scale
-    b_dA = b_dA.to(DT)
-    b_q = tl.load(q + o_row[:, None] * K + o_k[None, :], mask=m_tk, other=0).to(DT)
-    b_k = tl.load(k + o_row[:, None] * K + o_k[None, :], mask=m_tk, other=0).to(DT)
-    b_dq += tl.dot(b_dA, b_k, input_precision=PREC)
-    b_dk += tl.dot(tl.trans(b_dA), b_q, input_precision=PREC)
-    tl.store(dq + o_row[:, None] * K + o_k[None, :], b_dq.to(dq.dtype.element_ty), mask=m_tk)
-    tl.store(dk + o_row[:, None] * K + o_k[None, :], b_dk.to(dk.dtype.element_ty), mask=m_tk)
-
-
-def _kernel_dtypes(dtype: torch.dtype) -> tuple[torch.dtype, tl.dtype, tl.dtype, str]:
-    """``(torch accumulation dtype, triton accumulation dtype, tl.dot operand dtype, tl.dot input precision)``."""
-    if dtype == torch.float64:
-        return torch.float64, tl.float64, tl.float64, "ieee"
-    if dtype == torch.float16:
-        return torch.float32, tl.float32, tl.float16, "tf32"
-    if dtype == torch.bfloat16:
-        return torch.float32, tl.float32, tl.bfloat16, "tf32"
-    if dtype == torch.float32:
-        return torch.float32, tl.float32, tl.float32, "ieee"
-    raise ValueError(f"chunk_retention's Triton kernels support float16/bfloat16/float32/float64; got {dtype}")
-
-
-def _block(dim: int, max_block: int = MAX_BLOCK) -> int:
-    return max(MIN_DOT, min(max_block, triton.next_power_of_2(dim)))
-
-
-def _num_sms(device: torch.device) -> int:
-    return torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 1
-
-
-def _state_blocks(K: int, V: int, BH: int, device: torch.device) -> tuple[int, int]:
-    """``(BK, BV)`` of the sequential state kernels (one program per ``(K-block, V-block, b*h)``).
-
-    They walk the chunks one after another, so with few batches and heads 64-wide blocks leave most of the GPU
-    idle; 32-wide blocks then give four times as many programs.
-    """
-    BK, BV = _block(K), _block(V)
-    if BH * triton.cdiv(K, BK) * triton.cdiv(V, BV) < _num_sms(device):
-        BK, BV = _block(K, 32), _block(V, 32)
-    return BK, BV
-
-
-def _num_stages(dtype: torch.dtype) -> int:
-    # two stages keep every kernel under ~64 KiB of shared memory (float64: one stage, under ~96 KiB)
-    return 1 if dtype == torch.float64 else 2
-
-
-def _check_triton_args(K: int, V: int, chunk_size: int) -> None:
-    if K > MAX_HEAD_DIM or V > MAX_HEAD_DIM:
-        raise ValueError(f"chunk_retention's Triton kernels support head dims K, V <= {MAX_HEAD_DIM}; got K={K}, V={V}")
-    if chunk_size < MIN_DOT or chunk_size > 256 or chunk_size & (chunk_size - 1):
-        raise ValueError(
-            f"chunk_retention's Triton kernels need chunk_size to be a power of two in [{MIN_DOT}, 256]; "
-            f"got {chunk_size}"
-        )
-
-
-def chunk_retention_fwd_h(
-    k: torch.Tensor,
-    v: torch.Tensor,
-    g: torch.Tensor,
-    initial_state: torch.Tensor | None,
-    output_final_state: bool,
-    chunk_size: int,
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """States before every chunk ``h [B, H, NT, K, V]`` and the final state ``[B, H, K, V]`` (or ``None``)."""
-    B, T, H, K = k.shape
-    V = v.shape[-1]
-    BT, (BK, BV) = chunk_size, _state_blocks(K, V, B * H, k.device)
-    NT = triton.cdiv(T, BT)
-    acc, ACC, DT, PREC = _kernel_dtypes(k.dtype)
-    h = k.new_empty(B, H, NT, K, V, dtype=acc)
-    ht = k.new_empty(B, H, K, V, dtype=acc) if output_final_state else None
-    grid = (triton.cdiv(K, BK), triton.cdiv(V, BV), B * H)
-    chunk_retention_fwd_h_kernel[grid](
-        k=k,
-        v=v,
-        g=g,
-        h=h,
-        h0=initial_state,
-        ht=ht,
-        T=T,
-        H=H,
-        K=K,
-        V=V,
-        BT=BT,
-        BK=BK,
-        BV=BV,
-        ACC=ACC,
-        DT=DT,
-        PREC=PREC,
-        USE_INITIAL_STATE=initial_state is not None,
-        STORE_FINAL_STATE=output_final_state,
-        num_warps=4,
-        num_stages=_num_stages(k.dtype),
-    )
-    return h, ht
-
-
-def chunk_retention_fwd(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    g: torch.Tensor,
-    scale: float,
-    initial_state: torch.Tensor | None,
-    output_final_state: bool,
-    chunk_size: int,
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Forward pass on contiguous inputs; returns ``o [B, T, H, V]`` and the final state (or ``None``)."""
-    B, T, H, K = q.shape
-    V = v.shape[-1]
-    BT, BK, BV = chunk_size, _block(K), _block(V)
-    _, ACC, DT, PREC = _kernel_dtypes(q.dtype)
-    h, ht = chunk_retention_fwd_h(k, v, g, initial_state, output_final_state, chunk_size)
-    o = torch.empty_like(v)
-    grid = (triton.cdiv(V, BV), triton.cdiv(T, BT), B * H)
-    chunk_retention_fwd_o_kernel[grid](
-        q=q,
-        k=k,
-        v=v,
-        h=h,
-        g=g,
-        o=o,
-        scale=scale,
-        T=T,
-        H=H,
-        K=K,
-        V=V,
-        BT=BT,
-        BK=BK,
-        BV=BV,
-        ACC=ACC,
-        DT=DT,
-        PREC=PREC,
-        num_warps=4,
-        num_stages=_num_stages(q.dtype),
-    )
-    return o, ht
-
-
-def chunk_retention_bwd(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    g: torch.Tensor,
-    scale: float,
-    initial_state: torch.Tensor | None,
-    do: torch.Tensor,
-    dht: torch.Tensor | None,
-    chunk_size: int,
-    final_state: torch.Tensor | None = None,
-    need_dg: bool = False,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
-    """Backward pass on contiguous inputs.
-
-    Returns ``dq, dk, dv`` (input dtype), ``dh0`` (or ``None``) and, if ``need_dg``, the gradient of the log
-    decays ``dg [H]`` (else ``None``; ``final_state`` is needed for it when ``dht`` is given).
-    """
-    B, T, H, K = q.shape
-    V = v.shape[-1]
-    BT, BK, BV = chunk_size, _block(K), _block(V)
-    NT = triton.cdiv(T, BT)
-    NK, NV = triton.cdiv(K, BK), triton.cdiv(V, BV)
-    acc, ACC, DT, PREC = _kernel_dtypes(q.dtype)
-    # recompute the states before every chunk instead of keeping them from the forward pass
-    h, _ = chunk_retention_fwd_h(k, v, g, initial_state, False, chunk_size)
-    dh = q.new_empty(B, H, NT, K, V, dtype=acc)
-    dh0 = torch.empty_like(initial_state, dtype=acc) if initial_state is not None else None
-    common = dict(T=T, H=H, K=K, V=V, BT=BT, ACC=ACC, DT=DT, PREC=PREC, num_warps=4, num_stages=_num_stages(q.dtype))
-    BKs, BVs = _state_blocks(K, V, B * H, q.device)
-    chunk_retention_bwd_dh_kernel[(triton.cdiv(K, BKs), triton.cdiv(V, BVs), B * H)](
-        q=q,
-        do=do,
-        g=g,
-        dh=dh,
-        dht=dht,
-        dh0=dh0,
-        scale=scale,
-        USE_FINAL_STATE_GRADIENT=dht is not None,
-        STORE_INITIAL_STATE_GRADIENT=dh0 is not None,
-        BK=BKs,
-        BV=BVs,
-        **common,
-    )
-    # dg is computed from dq and dk: keep them in the accumulation dtype until then
-    grad_dtype = acc if need_dg else None
-    dq, dk, dv = torch.empty_like(q, dtype=grad_dtype), torch.empty_like(k, dtype=grad_dtype), torch.empty_like(v)
-    chunk_retention_bwd_dv_kernel[(NV, NT, B * H)](
-        q=q, k=k, do=do, dh=dh, g=g, dv=dv, scale=scale, BK=BK, BV=BV, **common
-    )
-    chunk_retention_bwd_dqk_kernel[(NK, NT, B * H)](
-        q=q, k=k, v=v, h=h, do=do, dh=dh, g=g, dq=dq, dk=dk, scale=scale, BK=BK, BV=BV, **common
-    )
-    dg = None
-    if need_dg:
-        dg = retention_log_decay_grad(q, k, dq, dk, final_state, dht)
-        dq, dk = dq.to(q.dtype), dk.to(k.dtype)
-    if dh0 is not None:
-        dh0 = dh0.to(initial_state.dtype)
-    return dq, dk, dv, dh0, dg
-
-
-def retention_log_decay_grad(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    dq: torch.Tensor,
-    dk: torch.Tensor,
-    final_state: torch.Tensor | None,
-    dht: torch.Tensor | None,
-) -> torch.Tensor:
-    """Gradient of the loss w.r.t. the per-head log decay ``g_gamma [H]``, from the other gradients.
-
-    With ``b_t = (t + 1) g`` every term of ``o_t`` carries ``exp(b_t)`` per query, every key ``exp(-b_s)`` and the
-    final state ``exp(b_{T-1})``, so ``dL/dg = sum_t (t+1) (q_t . dq_t - k_t . dk_t) + T <dht, S_{T-1}>``
-    (see ``README.md``). Per-token dot products are taken in ``dq``'s dtype, the weighted sum in float64.
-
-    Args:
-        q, k: ``[B, T, H, K]``.
-        dq, dk: their gradients ``[B, T, H, K]`` (preferably float32, before rounding to a 16-bit input dtype).
-        final_state: ``S_{T-1} [B, H, K, V]``; needed when ``dht`` is given.
-        dht: gradient of the final state ``[B, H, K, V]`` or ``None``.
-
-    Returns:
-        ``dg [H]`` in float64.
-    """
-    T = q.shape[1]
-    per_token = torch.einsum("bthk,bthk->bth", q.to(dq.dtype), dq) - torch.einsum("bthk,bthk->bth", k.to(dk.dtype), dk)
-    weights = torch.arange(1, T + 1, device=q.device, dtype=torch.float64)
-    dg = torch.einsum("bth,t->h", per_token.double(), weights)
-    if dht is not None:
-        if final_state is None:
-            raise ValueError("retention_log_decay_grad needs the final state when dht is given")
-        dg = dg + T * torch.einsum("bhkv,bhkv->h", dht.double(), final_state.double())
-    return dg
-
-
-class ChunkRetentionFunction(torch.autograd.Function):
-    """Autograd wrapper of the chunk kernels; differentiable w.r.t. ``q, k, v, g, initial_state``."""
-
-    @staticmethod
-    @input_guard
-    def forward(
-        ctx,
-        q: torch.Tensor,
-        k: torch.Tensor,
-        v: torch.Tensor,
-        g: torch.Tensor,
-        scale: float,
-        initial_state: torch.Tensor | None,
-        output_final_state: bool,
-        chunk_size: int,
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        o, ht = chunk_retention_fwd(q, k, v, g, scale, initial_state, output_final_state, chunk_size)
-        ctx.save_for_backward(q, k, v, g, initial_state, ht)
-        ctx.scale = scale
-        ctx.chunk_size = chunk_size
-        return o, ht
-
-    @staticmethod
-    @input_guard
-    def backward(ctx, do: torch.Tensor, dht: torch.Tensor | None):
-        q, k, v, g, initial_state, ht = ctx.saved_tensors
-        need_dg = ctx.needs_input_grad[3]
-        dq, dk, dv, dh0, dg = chunk_retention_bwd(
-            q, k, v, g, ctx.scale, initial_state, do, dht, ctx.chunk_size, final_state=ht, need_dg=need_dg
-        )
-        if dg is not None:
-            dg = dg.to(g.dtype)
-        return dq, dk, dv, dg, None, dh0, None, None
-
-
-def _prepare_g(g_gamma: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
-    """Log decays as a contiguous accumulation-dtype tensor on ``q``'s device (still attached to the graph)."""
-    return g_gamma.to(device=q.device, dtype=_kernel_dtypes(q.dtype)[0]).contiguous()
+__all__ = ["chunk_retention", "chunk_retention_torch"]
 
 
 @torch.compiler.disable
@@ -636,7 +42,7 @@ def chunk_retention(
 
     On CUDA tensors (or with ``backend="triton"``) this runs the Triton kernels, differentiable w.r.t. ``q``,
     ``k``, ``v``, ``g_gamma`` and ``initial_state``; otherwise it runs
-    :func:`~recvision.ops.retention.naive.naive_chunk_retention`.
+    :func:`chunk_retention_torch`. The Triton module is imported on the first call that takes the Triton path.
 
     Args:
         q: queries ``[B, T, H, K]``.
@@ -660,7 +66,120 @@ def chunk_retention(
     """
     g_gamma, scale = check_retention_inputs(q, k, v, g_gamma, scale, initial_state)
     if not use_triton(q, backend):
-        return naive_chunk_retention(q, k, v, g_gamma, scale, initial_state, output_final_state, chunk_size)
-    _check_triton_args(q.shape[-1], v.shape[-1], chunk_size)
-    g = _prepare_g(g_gamma, q)
-    return ChunkRetentionFunction.apply(q, k, v, g, scale, initial_state, output_final_state, chunk_size)
+        return chunk_retention_torch(q, k, v, g_gamma, scale, initial_state, output_final_state, chunk_size)
+    from .triton_chunk import chunk_retention_triton
+
+    return chunk_retention_triton(q, k, v, g_gamma, scale, initial_state, output_final_state, chunk_size)
+
+
+def chunk_retention_torch(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    g_gamma: torch.Tensor | None = None,
+    scale: float | None = None,
+    initial_state: torch.Tensor | None = None,
+    output_final_state: bool = False,
+    chunk_size: int = 64,
+    group_size: int = 512,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Chunkwise retention in PyTorch: parallel inside chunks, recurrent across chunks.
+
+    This is the CPU path of :func:`chunk_retention`; the tests check it and the kernels against
+    :func:`~recvision.ops.retention.naive.naive_recurrent_retention`.
+    For chunk ``c`` with positions ``i, j = 0..L-1`` (``L`` = chunk length, shorter for the last chunk) and
+    the state ``S`` before the chunk (RetNet, arXiv 2307.08621, eq. 7)::
+
+        o_i    = sum_{j<=i} gamma^(i-j) (q_i . k_j) v_j + gamma^(i+1) q_i S
+        S_next = gamma^L S + sum_j gamma^(L-1-j) k_j^T v_j
+
+    The sequence is processed in groups of about ``group_size`` tokens (whole chunks), each written straight
+    into the output, so the temporaries stay cache-sized and the memory does not grow with T beyond ``o``.
+    Decays are formed from non-negative exponents only, so nothing overflows however long T is.
+
+    Args:
+        q, k, v, g_gamma, scale, initial_state, output_final_state: as in
+            :func:`~recvision.ops.retention.naive.naive_recurrent_retention`.
+        chunk_size: tokens per chunk.
+        group_size: tokens per group of chunks (rounded to whole chunks); only affects speed and memory.
+
+    Returns:
+        ``o [B, T, H, V]`` and the final state ``[B, H, K, V]`` (or ``None``).
+    """
+    g_gamma, scale = check_retention_inputs(q, k, v, g_gamma, scale, initial_state)
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1; got {chunk_size}")
+    if group_size < 1:
+        raise ValueError(f"group_size must be >= 1; got {group_size}")
+    dtype = compute_dtype(q.dtype)
+    B, T, H, K = q.shape
+    V = v.shape[-1]
+    C = min(chunk_size, T)
+    tables = _ChunkDecays(g_gamma.to(dtype), scale, C)
+    state = q.new_zeros(B, H, K, V, dtype=dtype) if initial_state is None else initial_state.to(dtype)
+    group = C * max(1, group_size // C)
+    o = q.new_empty(B, T, H, V, dtype=dtype)
+    for begin in range(0, T, group):
+        end = min(T, begin + group)
+        o_group, state = _chunk_group(q[:, begin:end], k[:, begin:end], v[:, begin:end], state, tables)
+        o[:, begin:end] = o_group
+    return o.to(q.dtype), (state if output_final_state else None)
+
+
+class _ChunkDecays:
+    """Decay tables of one chunk size, shared by all groups: ``[H, C, C]`` intra-chunk, ``[H, C]`` per position."""
+
+    def __init__(self, g: torch.Tensor, scale: float, chunk: int) -> None:
+        H = g.shape[0]
+        self.g = g.view(H, 1, 1)
+        self.chunk = chunk
+        pos = torch.arange(chunk, device=g.device, dtype=g.dtype)
+        self.pos = pos
+        diff = pos[:, None] - pos[None, :]
+        zero = torch.zeros((), dtype=g.dtype, device=g.device)
+        # the query scale is folded into the two tables that multiply q-rows
+        self.intra = torch.where(diff >= 0, scale * torch.exp(self.g * diff.clamp(min=0)), zero)  # [H, C, C]
+        self.query = (scale * torch.exp(self.g * (pos + 1))).view(1, H, 1, chunk, 1)
+
+
+def _chunk_group(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, state: torch.Tensor, tables: _ChunkDecays
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Retention over one group of whole chunks, ``q, k [B, Tg, H, K]``, ``v [B, Tg, H, V]``, starting from
+    ``state [B, H, K, V]``; returns ``o [B, Tg, H, V]`` and the state after the group."""
+    B, Tg, H, K = q.shape
+    V = v.shape[-1]
+    C, g, dtype = tables.chunk, tables.g, state.dtype
+    N = -(-Tg // C)
+    pad = N * C - Tg
+
+    def to_chunks(x: torch.Tensor) -> torch.Tensor:
+        # [B, Tg, H, D] -> [B, H, N, C, D]
+        x = x.to(dtype).transpose(1, 2)
+        if pad:
+            x = torch.nn.functional.pad(x, (0, 0, 0, pad))
+        # contiguous once here, rather than a hidden copy inside each of the two matmuls that read it
+        return x.reshape(B, H, N, C, x.shape[-1]).contiguous()
+
+    qc, kc, vc = to_chunks(q), to_chunks(k), to_chunks(v)
+    lengths = torch.full((N,), float(C), device=q.device, dtype=dtype)
+    lengths[-1] = C - pad
+    # padded positions of the last chunk would get negative exponents; their keys are zero, so clamp them to 0
+    key_decay = torch.exp(g * (lengths.view(1, N, 1) - 1 - tables.pos.view(1, 1, C)).clamp(min=0))  # [H, N, C]
+    chunk_decay = torch.exp(g.view(H, 1) * lengths.view(1, N)).view(1, H, N, 1, 1)
+
+    chunk_updates = (kc * key_decay[None, ..., None]).transpose(-1, -2) @ vc  # [B, H, N, K, V]
+    states_before = torch.empty(B, H, N, K, V, dtype=dtype, device=q.device)
+    for c in range(N):
+        states_before[:, :, c] = state
+        state = torch.addcmul(chunk_updates[:, :, c], chunk_decay[:, :, c], state)
+
+    scores = qc @ kc.transpose(-1, -2)  # [B, H, N, C, C]
+    o = qc @ states_before  # [B, H, N, C, V]
+    if torch.is_grad_enabled():
+        o = o * tables.query + (scores * tables.intra[None, :, None]) @ vc
+    else:  # inference: the same arithmetic in place, sparing the full-size temporaries
+        o.mul_(tables.query)
+        scores.mul_(tables.intra[None, :, None])
+        o.view(-1, C, V).baddbmm_(scores.view(-1, C, C), vc.view(-1, C, V))
+    return o.reshape(B, H, N * C, V)[:, :, :Tg].transpose(1, 2), state

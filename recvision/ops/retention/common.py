@@ -1,4 +1,4 @@
-"""Shared input handling for the retention ops (argument checks, default decays, dtype policy)."""
+"""Shared pieces of the retention ops: argument checks, default decays, dtype policy and the log-decay gradient."""
 
 from __future__ import annotations
 
@@ -6,9 +6,10 @@ import math
 
 import torch
 
+from ..utils.checks import check_qkv
 from ..utils.dtypes import compute_dtype
 
-__all__ = ["retnet_g_gamma", "check_retention_inputs", "compute_dtype"]
+__all__ = ["retnet_g_gamma", "check_retention_inputs", "compute_dtype", "retention_log_decay_grad"]
 
 
 def retnet_g_gamma(num_heads: int, device: torch.device | str | None = None) -> torch.Tensor:
@@ -41,19 +42,9 @@ def check_retention_inputs(
     Returns:
         ``(g_gamma, scale)`` with the defaults filled in (a default ``g_gamma`` is float32 on ``q``'s device).
     """
-    if q.ndim != 4 or k.ndim != 4 or v.ndim != 4:
-        raise ValueError(
-            "retention expects q, k of shape [B, T, H, K] and v of shape [B, T, H, V]; got "
-            f"q {tuple(q.shape)}, k {tuple(k.shape)}, v {tuple(v.shape)}"
-        )
-    if q.shape != k.shape:
-        raise ValueError(f"q and k must have the same shape [B, T, H, K]; got q {tuple(q.shape)}, k {tuple(k.shape)}")
-    if v.shape[:3] != q.shape[:3]:
-        raise ValueError(f"v must be [B, T, H, V] with B, T, H of q {tuple(q.shape[:3])}; got {tuple(v.shape)}")
+    check_qkv("retention", q, k, v, "[B, T, H, K]", "[B, T, H, V]")
     if q.shape[1] == 0:
         raise ValueError("retention needs at least one time step (T >= 1); got T = 0")
-    if not (q.dtype == k.dtype == v.dtype) or not q.is_floating_point():
-        raise ValueError(f"q, k, v must share one floating dtype; got {q.dtype}, {k.dtype}, {v.dtype}")
     B, _, H, K = q.shape
     V = v.shape[-1]
     if g_gamma is None:
@@ -62,7 +53,8 @@ def check_retention_inputs(
         raise ValueError(f"g_gamma must be a tensor of shape [H] = [{H}]; got {type(g_gamma).__name__}")
     if g_gamma.shape != (H,):
         raise ValueError(f"g_gamma must have shape [H] = [{H}] (log decay per head); got {tuple(g_gamma.shape)}")
-    if bool((g_gamma > 0).any()) or not bool(torch.isfinite(g_gamma).all()):
+    # meta tensors (shape-only runs, e.g. timm's config tests on device="meta") have no values to check
+    if g_gamma.device.type != "meta" and (bool((g_gamma > 0).any()) or not bool(torch.isfinite(g_gamma).all())):
         raise ValueError("g_gamma holds log decays and must be finite and <= 0 (decay gamma in (0, 1])")
     if initial_state is not None and initial_state.shape != (B, H, K, V):
         raise ValueError(
@@ -71,3 +63,37 @@ def check_retention_inputs(
     if scale is None:
         scale = 1.0 / math.sqrt(K)
     return g_gamma, float(scale)
+
+
+def retention_log_decay_grad(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    dq: torch.Tensor,
+    dk: torch.Tensor,
+    final_state: torch.Tensor | None,
+    dht: torch.Tensor | None,
+) -> torch.Tensor:
+    """Gradient of the loss w.r.t. the per-head log decay ``g_gamma [H]``, from the other gradients.
+
+    With ``b_t = (t + 1) g`` every term of ``o_t`` carries ``exp(b_t)`` per query, every key ``exp(-b_s)`` and the
+    final state ``exp(b_{T-1})``, so ``dL/dg = sum_t (t+1) (q_t . dq_t - k_t . dk_t) + T <dht, S_{T-1}>``
+    (see ``README.md``). Per-token dot products are taken in ``dq``'s dtype, the weighted sum in float64.
+
+    Args:
+        q, k: ``[B, T, H, K]``.
+        dq, dk: their gradients ``[B, T, H, K]`` (preferably float32, before rounding to a 16-bit input dtype).
+        final_state: ``S_{T-1} [B, H, K, V]``; needed when ``dht`` is given.
+        dht: gradient of the final state ``[B, H, K, V]`` or ``None``.
+
+    Returns:
+        ``dg [H]`` in float64.
+    """
+    T = q.shape[1]
+    per_token = torch.einsum("bthk,bthk->bth", q.to(dq.dtype), dq) - torch.einsum("bthk,bthk->bth", k.to(dk.dtype), dk)
+    weights = torch.arange(1, T + 1, device=q.device, dtype=torch.float64)
+    dg = torch.einsum("bth,t->h", per_token.double(), weights)
+    if dht is not None:
+        if final_state is None:
+            raise ValueError("retention_log_decay_grad needs the final state when dht is given")
+        dg = dg + T * torch.einsum("bhkv,bhkv->h", dht.double(), final_state.double())
+    return dg
