@@ -49,9 +49,7 @@ from torch import nn
 
 from ..config import use_triton
 from ..ops.plstm2d import (
-    chunk_plstm2d_torch as chunk_plstm2d,
-)
-from ..ops.plstm2d import (
+    chunk_plstm2d_torch,
     d_mode_gates,
     naive_plstm2d,
     orient,
@@ -321,7 +319,7 @@ class PLSTM2D(nn.Module):
                 chunk_size = CPU_CHUNK_SIZE
             return plstm2d(q, k, v, **gates, chunk_size=chunk_size)
         if self.impl == "chunk":
-            return chunk_plstm2d(q, k, v, **gates, chunk_size=self.chunk_size)
+            return chunk_plstm2d_torch(q, k, v, **gates, chunk_size=self.chunk_size)
         if self.impl == "parallel":
             return parallel_plstm2d(q, k, v, **gates)
         return naive_plstm2d(q, k, v, **gates)

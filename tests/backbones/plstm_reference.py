@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 
 from recvision.layers.plstm import PLSTM2D
-from recvision.ops.plstm2d import chunk_plstm2d, d_mode_gates, naive_plstm2d, orient, unorient
+from recvision.ops.plstm2d import chunk_plstm2d_torch, d_mode_gates, naive_plstm2d, orient, unorient
 
 _GATES = {
     "P": ("source", "transition", "mark"),
@@ -75,7 +75,7 @@ def reference_plstm_forward(layer: PLSTM2D, x: torch.Tensor, op: str = "chunk") 
     else:
         gates = d_mode_gates(*(stacked(name) for name in _GATES["D"]), direct, chirality=layer.chirality)
     qkv4 = [_stack_orientations([t] * 4) for t in (q, k, v)]
-    fn = chunk_plstm2d if op == "chunk" else naive_plstm2d
+    fn = chunk_plstm2d_torch if op == "chunk" else naive_plstm2d
     out = fn(*qkv4, **gates).reshape(4, B, X, Y, H, D)
     out = sum(unorient(out[o], o) for o in range(4))
     out = layer.norm(out).reshape(B, X, Y, C)
