@@ -138,7 +138,8 @@ def _ellipses(num_slices: int, box: tuple[int, int], rng: np.random.Generator) -
             u = (cos * yy + sin * xx) / (axes[0] * shrink)
             v = (-sin * yy + cos * xx) / (axes[1] * shrink)
             radius = np.sqrt(u**2 + v**2)
-            volume[s] += value / (1.0 + np.exp((radius - 1.0) * min(axes[0], axes[1]) * shrink / edge))
+            with np.errstate(over="ignore"):  # far outside a blob exp overflows to inf: the term is then exactly 0
+                volume[s] += value / (1.0 + np.exp((radius - 1.0) * min(axes[0], axes[1]) * shrink / edge))
     texture = ndimage.gaussian_filter(rng.standard_normal(volume.shape), sigma=(1.0, 2.0, 2.0))
     texture /= texture.std() + 1e-12
     volume = np.clip(volume, 0.0, None) * (1.0 + 0.12 * texture)
