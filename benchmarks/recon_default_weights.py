@@ -335,6 +335,20 @@ def main() -> None:
     if unknown:
         raise SystemExit(f"--methods: unknown {unknown}; choose from {list(METHODS)}")
     mask_types = tuple(m.strip() for m in args.mask_types.split(",") if m.strip())
+    from recon.config import LINE_MASKS
+
+    bad_masks = sorted(set(mask_types) - set(LINE_MASKS))
+    if not mask_types or bad_masks:
+        raise SystemExit(f"--mask-types: unknown {bad_masks or mask_types}; choose line masks from {list(LINE_MASKS)}")
+    for flag, folder in (("--data", args.data), ("--air-from", args.air_from), ("--tune-cs", args.tune_cs)):
+        if folder is not None and not folder.is_dir():
+            raise SystemExit(f"{flag}: {folder} is not a folder of .h5 files")
+    if args.air_from is not None:
+        missing = sorted(p.name for p in args.data.glob("*.h5") if not (args.air_from / p.name).is_file())
+        if missing:
+            raise SystemExit(
+                f"--air-from: {args.air_from} must hold the volumes of --data at low noise; {missing[0]} is missing"
+            )
     kinds = tuple(k for k in args.cs_kinds.split(",") if k in names)
     tune = args.tune_cs is not None and bool(kinds)
     lams = tune_cs(args.tune_cs, args.tune_stride, kinds, mask_types) if tune else {}

@@ -194,6 +194,12 @@ def run(args: argparse.Namespace) -> int:
     sets.append(("phantom" if args.source == "phantom" else args.source, files, data_dir, out / "predictions", ""))
     real_dir = out / "data_real"
     _clear_demo_files(real_dir)
+    # a rerun must not leave an earlier run's real-anatomy predictions or figures behind
+    for method_dir in (out / "predictions_real").glob("*x/*"):
+        if method_dir.is_dir():
+            _clear_demo_files(method_dir)
+    for figure in (out / "figures").glob("demo_*x_real.png"):
+        figure.unlink()
     if args.real_source != "none":
         print(f"recon demo: writing 1 real-anatomy volume ({args.real_source}, never trained on) to {real_dir}")
         try:

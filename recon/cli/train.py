@@ -65,7 +65,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--initial-weights",
         type=Path,
-        help="start from these weights (.safetensors of the same model and config, e.g. recon/weights/rim.safetensors)",
+        help="start from these weights: a .safetensors of the same model and config "
+        "(e.g. recon/weights/rim.safetensors) or a recon train run / checkpoint folder",
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar (also RECON_NO_PROGRESS=1)")
 
@@ -127,15 +128,33 @@ def _initial_model(config: Any, path: Path) -> Any:
 
     torch.manual_seed(config.train.seed)
     model = create_model(config.model, **config.model_config)
+    if path.is_dir():  # a run folder or a checkpoint folder of `recon train`
+        folder = path / "last" if (path / "last").is_dir() else path
+        path = folder / "model.safetensors"
     try:
         state = load_file(str(path))
     except (OSError, SafetensorError) as err:
         raise _fail(f"{path}: --initial-weights must be a readable .safetensors file ({err})") from None
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as err:
-        first = str(err).strip().splitlines()[0]
-        raise _fail(f"{path}: --initial-weights do not fit the config's {config.model} model: {first}") from None
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    resized = [k for k in expected if k in state and tuple(state[k].shape) != tuple(expected[k].shape)]
+    if missing or unexpected or resized:
+        problems = []
+        if missing:
+            problems.append(f"{len(missing)} missing key(s), e.g. {missing[0]}")
+        if unexpected:
+            problems.append(f"{len(unexpected)} unexpected key(s), e.g. {unexpected[0]}")
+        if resized:
+            k = resized[0]
+            problems.append(
+                f"{len(resized)} shape mismatch(es), e.g. {k} {tuple(state[k].shape)} vs {tuple(expected[k].shape)}"
+            )
+        raise _fail(
+            f"{path}: --initial-weights do not fit the config's {config.model} model "
+            f"({', '.join(f'{k}={v}' for k, v in config.model_config.items()) or 'defaults'}): {'; '.join(problems)}"
+        )
+    model.load_state_dict(state)
     return model
 
 

@@ -346,7 +346,8 @@ def write_synthetic_dataset(
         recon_size: Recon matrix ``(h, w)``; default ``shape``. Use e.g. ``(H // 2, W)`` to mimic readout
             oversampling.
         noise_std: See :func:`simulate_volume`; or a range ``(lo, hi)``: drawn per volume, log-uniformly between
-            ``max(lo, 1e-4)`` and ``hi``, and exactly ``lo`` for a tenth of the volumes when ``lo == 0``.
+            ``lo`` (``min(1e-4, hi / 10)`` when ``lo == 0``) and ``hi``, and exactly 0 for a tenth of the volumes
+            when ``lo == 0``.
         padding: See :func:`simulate_volume`; recorded in the header.
         mask_func: If given, write test-layout files: undersampled ``kspace``, ``mask`` and the ``acceleration``
             (realised, ``W / sum(mask)``) and ``num_low_frequencies`` attributes.
@@ -421,5 +422,5 @@ def _draw_noise(noise_range: tuple[float, float], rng: np.random.Generator) -> f
         return lo
     if lo == 0.0 and rng.random() < 0.1:
         return 0.0
-    lo = max(lo, 1e-4)
+    lo = lo if lo > 0.0 else min(1e-4, hi / 10.0)  # log-uniform needs lo > 0
     return float(math.exp(rng.uniform(math.log(lo), math.log(max(hi, lo)))))

@@ -167,6 +167,11 @@ def test_demo_end_to_end_small(tmp_path: Path, run_cli, tiny_checkpoint: Path, m
     # a rerun in the same folder works and does not mix old outputs in
     code, _, err = run_cli("demo", *args, "--methods", "zero-filled", "--accelerations", "4")
     assert code == 0 and err == ""
+    # without the real-anatomy volume, none of an earlier run's real-anatomy outputs stay behind
+    code, _, err = run_cli("demo", *args, "--methods", "zero-filled", "--accelerations", "4", "--real-source", "none")
+    assert code == 0, err
+    assert not list((out / "predictions_real").rglob("*.h5")) and not list((out / "figures").glob("*_real.png"))
+    assert {r["data"] for r in csv.DictReader((out / "metrics.csv").open())} == {"phantom"}
     # a folder holding other data is refused rather than overwritten
     (out / "data" / "precious.h5").write_bytes(b"x")
     code, _, err = run_cli("demo", *args, "--methods", "zero-filled")

@@ -165,7 +165,7 @@ def test_train_speed_options_and_initial_weights(
         (lambda p: p.write_text("not safetensors"), "--initial-weights must be a readable .safetensors"),
         (
             lambda p: __import__("safetensors.torch").torch.save_file({"x": torch.zeros(1)}, str(p)),
-            "--initial-weights do not fit the config's rim model",
+            "1 unexpected key(s), e.g. x",
         ),
     ],
 )
@@ -181,3 +181,29 @@ def test_bad_initial_weights_are_one_line_errors(
     assert code != 0 and needle in err and str(weights) in err
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "run").exists()  # nothing written
+
+
+def test_initial_weights_shape_mismatch_and_run_folder(
+    tmp_path: Path, tiny_data: Path, run_cli: Callable[..., tuple[int, str, str]]
+) -> None:
+    """Weights of another size name the mismatch; a run folder (or its `last`) is accepted as initial weights."""
+    from safetensors.torch import save_file
+
+    from recon.models import create_model
+
+    config = tmp_path / "rim.yaml"
+    config.write_text(CONFIG)
+    wide = tmp_path / "wide.safetensors"
+    save_file(
+        {k: v.contiguous() for k, v in create_model("rim", num_steps=2, hidden_channels=8).state_dict().items()},
+        str(wide),
+    )
+    code, _, err = run_cli(
+        "train", "--config", config, "--data", tiny_data, "--out", tmp_path / "x", "--initial-weights", wide
+    )
+    assert code != 0 and "shape mismatch(es), e.g." in err and "(8" in err and "hidden_channels=4" in err
+    base = ["train", "--config", config, "--data", tiny_data, "--threads", 1, "--max-steps", 1]
+    code, _, err = run_cli(*base, "--out", tmp_path / "first")
+    assert code == 0, err
+    code, _, err = run_cli(*base, "--out", tmp_path / "second", "--initial-weights", tmp_path / "first")
+    assert code == 0, err

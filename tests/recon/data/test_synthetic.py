@@ -203,3 +203,9 @@ def test_realistic_corpus_draws_sources_coils_and_noise(tmp_path: Path) -> None:
 def test_bad_ranges_are_clear_errors(tmp_path: Path, arg: str, value: object) -> None:
     with pytest.raises(ValueError, match=arg):
         write_synthetic_dataset(tmp_path, 1, 1, shape=(16, 16), **{arg: value})
+
+
+def test_tiny_noise_range_stays_inside_the_range(tmp_path: Path) -> None:
+    paths = write_synthetic_dataset(tmp_path, 6, 1, shape=(16, 16), noise_std=(0.0, 5e-5), seed=3)
+    noises = [float(h5py.File(p).attrs["noise_std"]) for p in paths]
+    assert all(0.0 <= n <= 5e-5 for n in noises) and len(set(noises)) > 1
