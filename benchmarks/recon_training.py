@@ -79,8 +79,6 @@ def _child_steps(model_name: str, precision: str, channels_last: bool, steps: in
 
 
 def _child_data(path: str, workers: int, epochs: int) -> dict:
-    import torch
-
     from recon.config import DataConfig
     from recon.training.data import SliceMaskDataset
     from recon.training.loop import TrainConfig, make_loader
@@ -93,7 +91,6 @@ def _child_data(path: str, workers: int, epochs: int) -> dict:
         if (i + 1) % n == 0:
             per_epoch.append(time.perf_counter() - start)
             start = time.perf_counter()
-    del torch
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return {"cold": n / per_epoch[0], "warm": n / statistics.median(per_epoch[1:]), "peak_mib": peak}
 

@@ -86,6 +86,13 @@ def prepare_inputs(
     return inputs
 
 
+def _magnitude(image: torch.Tensor, inputs: dict[str, Any]) -> torch.Tensor:
+    """The reported magnitude ``[H, W]`` of a one-slice model output ``[1, H, W]``: ``|x|``, or ``sqrt(|x|^2 + b^2)``
+    when the inputs carry the RSS noise floor ``b`` (:func:`prepare_inputs`)."""
+    floor = inputs.get("noise_floor")
+    return image[0].abs() if floor is None else add_noise_floor(image, floor)[0]
+
+
 def reconstruct(
     model: nn.Module,
     masked_kspace: torch.Tensor,
@@ -119,9 +126,7 @@ def reconstruct(
                 inputs["mask"].unsqueeze(0).to(device),
                 inputs["sens_maps"].unsqueeze(0).to(device),
             )
-            magnitude = (
-                image[0].abs() if "noise_floor" not in inputs else add_noise_floor(image, inputs["noise_floor"])[0]
-            )
+            magnitude = _magnitude(image, inputs)
             out.append(magnitude.float().cpu() * inputs["scale"])
     images = torch.stack(out)
     return images[0] if single else images
@@ -249,7 +254,7 @@ def make_validator(dataset: SliceMaskDataset) -> Callable[[nn.Module], dict[str,
                 item["mask"].unsqueeze(0).to(device),
                 item["sens_maps"].unsqueeze(0).to(device),
             )
-            image = add_noise_floor(image, item["noise_floor"])[0] if "noise_floor" in item else image[0].abs()
+            image = _magnitude(image, item)
             target = item["target"]
             preds[item["fname"]][item["slice_num"]] = center_crop(image.cpu(), target.shape) * item["scale"]
             targets[item["fname"]][item["slice_num"]] = target * item["scale"]
