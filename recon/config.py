@@ -5,7 +5,7 @@ A config file has up to three sections, each holding overrides of dataclass defa
     model:                      # required: the registry name plus fields of the model's config dataclass
       name: cirim               #   (recon.models: CIRIMConfig, RIMConfig, RecurrentVarNetConfig)
       num_cascades: 2
-    train:                      # fields of recon.training.TrainConfig (not model / model_config /
+    train:                      # fields of TrainConfig below (not model / model_config /
       max_steps: 2000           #   checkpoint_dir / resume, which the command line sets)
       lr: 1.0e-3
     data:                       # fields of DataConfig below: masks, accelerations, coil maps, scaling, crop
@@ -14,6 +14,9 @@ A config file has up to three sections, each holding overrides of dataclass defa
 Every unknown key is an error that names the key, its section, the valid keys and the file; so is a value of the
 wrong type (e.g. a string where a number is expected). :func:`save_config` writes the resolved config (every field,
 defaults included) back as YAML, and :func:`load_config` reads it again to the same :class:`ReconConfig`.
+
+The settings dataclasses (:class:`TrainConfig`, :class:`DataConfig`) live here so that this module imports nothing
+from :mod:`recon.training`, which imports it.
 """
 
 from __future__ import annotations
@@ -34,8 +37,10 @@ from recon.data.keys import MaskType
 __all__ = [
     "ConfigError",
     "DataConfig",
+    "PRECISIONS",
     "ReconConfig",
     "TRAIN_KEYS_SET_BY_CLI",
+    "TrainConfig",
     "config_from_dict",
     "config_to_dict",
     "load_config",
@@ -46,6 +51,7 @@ SECTIONS = ("model", "train", "data")
 TRAIN_KEYS_SET_BY_CLI = ("model", "model_config", "checkpoint_dir", "resume")
 SENS_METHODS = ("acs", "espirit")
 NORMALIZE_MODES = ("max", "mean")
+PRECISIONS = ("fp32", "bf16")
 LINE_MASKS = tuple(m.value for m in MaskType if m not in (MaskType.GAUSSIAN_2D, MaskType.POISSON_2D))
 
 
@@ -116,6 +122,80 @@ class DataConfig:
 
 
 @dataclass
+class TrainConfig:
+    """Training settings.
+
+    Attributes:
+        model: registry name (``"rim"``, ``"cirim"``, ``"recurrentvarnet"``).
+        model_config: config overrides passed to :func:`recon.models.create_model`.
+        max_steps: optimizer steps in total.
+        batch_size: samples per step and rank.
+        lr: peak learning rate of AdamW.
+        weight_decay: AdamW weight decay.
+        betas: AdamW betas.
+        warmup_steps: linear warm-up steps from 0 to ``lr``.
+        schedule: ``"cosine"`` (decay to ``min_lr_ratio * lr`` at ``max_steps``) or ``"constant"`` after warm-up.
+        min_lr_ratio: final LR of the cosine schedule as a fraction of ``lr``.
+        grad_clip: max global gradient norm (``None`` or ``<= 0``: no clipping).
+        ssim_weight: weight of ``1 - SSIM`` in the loss.
+        l1_weight: weight of L1 in the loss.
+        amp: mixed precision (bfloat16 autocast) when training on CUDA (``precision`` sets it on any device).
+        precision: ``"fp32"`` or ``"bf16"`` (bfloat16 autocast on any device, fp32 master weights).
+        channels_last: keep the model's conv weights in channels-last (NHWC) memory format.
+        seed: seed of the initialisation and the data order.
+        device: ``"cpu"``, ``"cuda"``, ...; ``None`` picks CUDA when available (``cuda:LOCAL_RANK`` under DDP).
+        num_workers: DataLoader worker processes (0: items are read in the training process).
+        prefetch_factor: batches each worker reads ahead (with ``num_workers > 0``).
+        checkpoint_dir: where checkpoints go (``step-XXXXXXXX`` folders and ``last``); ``None``: none written.
+        checkpoint_every: save every this many steps (and at the end); 0: only at the end.
+        resume: checkpoint folder to resume from (``"last"`` resolves to ``checkpoint_dir/last`` if it exists).
+        log_every: log the loss every this many steps on rank 0 (0: silent).
+        val_every: run the validation hook every this many steps on rank 0 (0: only at the end).
+        progress: show a tqdm progress bar on rank 0.
+    """
+
+    model: str = "cirim"
+    model_config: dict[str, Any] = field(default_factory=dict)
+    max_steps: int = 1000
+    batch_size: int = 1
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    betas: tuple[float, float] = (0.9, 0.999)
+    warmup_steps: int = 0
+    schedule: str = "cosine"
+    min_lr_ratio: float = 0.0
+    grad_clip: float | None = 1.0
+    ssim_weight: float = 1.0
+    l1_weight: float = 1.0
+    amp: bool = True
+    precision: str = "fp32"
+    channels_last: bool = True
+    seed: int = 0
+    device: str | None = None
+    num_workers: int = 0
+    prefetch_factor: int = 2
+    checkpoint_dir: str | None = None
+    checkpoint_every: int = 0
+    resume: str | None = None
+    log_every: int = 0
+    val_every: int = 0
+    progress: bool = False
+
+    def __post_init__(self) -> None:
+        if self.max_steps < 0 or self.batch_size < 1 or self.warmup_steps < 0:
+            raise ValueError("max_steps and warmup_steps must be >= 0 and batch_size >= 1")
+        if self.log_every < 0 or self.val_every < 0 or self.checkpoint_every < 0:
+            raise ValueError("log_every, val_every and checkpoint_every must be >= 0")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {list(PRECISIONS)}; got {self.precision!r}")
+        if self.num_workers < 0 or self.prefetch_factor < 1:
+            raise ValueError("num_workers must be >= 0 and prefetch_factor >= 1")
+        if self.schedule not in ("cosine", "constant"):
+            raise ValueError(f"schedule must be 'cosine' or 'constant'; got {self.schedule!r}")
+        self.betas = tuple(self.betas)
+
+
+@dataclass
 class ReconConfig:
     """A resolved run configuration.
 
@@ -129,7 +209,7 @@ class ReconConfig:
 
     model: str
     model_config: dict[str, Any]
-    train: Any  # recon.training.TrainConfig (imported lazily: recon.training imports this module)
+    train: TrainConfig
     data: DataConfig
     source: str | None = None
 
@@ -199,7 +279,6 @@ def config_from_dict(raw: Any, source: str | os.PathLike | None = None) -> Recon
         ConfigError: naming the file, the section and the key for unknown keys, wrong types and invalid values.
     """
     from recon.models import MODELS, list_models
-    from recon.training.loop import TrainConfig
 
     src = None if source is None else os.fspath(source)
     if not isinstance(raw, Mapping):

@@ -124,10 +124,10 @@ def _initial_model(config: Any, path: Path) -> Any:
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    from recon.models import create_model
+    from recon.models import build_model
 
     torch.manual_seed(config.train.seed)
-    model = create_model(config.model, **config.model_config)
+    model = build_model(config.model, config.model_config)
     if path.is_dir():  # a run folder or a checkpoint folder of `recon train`
         folder = path / "last" if (path / "last").is_dir() else path
         path = folder / "model.safetensors"

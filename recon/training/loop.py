@@ -36,6 +36,7 @@ import torch.distributed as dist
 from torch import nn
 from tqdm.auto import tqdm
 
+from recon.config import PRECISIONS, TrainConfig
 from recon.ops.noise import add_noise_floor
 from recon.training.checkpoint import load_checkpoint, save_checkpoint
 from recon.training.losses import center_crop, weighted_prediction_loss
@@ -43,81 +44,6 @@ from recon.training.losses import center_crop, weighted_prediction_loss
 __all__ = ["PRECISIONS", "TrainConfig", "TrainResult", "build_scheduler", "make_loader", "train"]
 
 KEYS = ("masked_kspace", "mask", "sens_maps", "target")
-PRECISIONS = ("fp32", "bf16")
-
-
-@dataclass
-class TrainConfig:
-    """Training settings.
-
-    Attributes:
-        model: registry name (``"rim"``, ``"cirim"``, ``"recurrentvarnet"``).
-        model_config: config overrides passed to :func:`recon.models.create_model`.
-        max_steps: optimizer steps in total.
-        batch_size: samples per step and rank.
-        lr: peak learning rate of AdamW.
-        weight_decay: AdamW weight decay.
-        betas: AdamW betas.
-        warmup_steps: linear warm-up steps from 0 to ``lr``.
-        schedule: ``"cosine"`` (decay to ``min_lr_ratio * lr`` at ``max_steps``) or ``"constant"`` after warm-up.
-        min_lr_ratio: final LR of the cosine schedule as a fraction of ``lr``.
-        grad_clip: max global gradient norm (``None`` or ``<= 0``: no clipping).
-        ssim_weight: weight of ``1 - SSIM`` in the loss.
-        l1_weight: weight of L1 in the loss.
-        amp: mixed precision (bfloat16 autocast) when training on CUDA (``precision`` sets it on any device).
-        precision: ``"fp32"`` or ``"bf16"`` (bfloat16 autocast on any device, fp32 master weights).
-        channels_last: keep the model's conv weights in channels-last (NHWC) memory format.
-        seed: seed of the initialisation and the data order.
-        device: ``"cpu"``, ``"cuda"``, ...; ``None`` picks CUDA when available (``cuda:LOCAL_RANK`` under DDP).
-        num_workers: DataLoader worker processes (0: items are read in the training process).
-        prefetch_factor: batches each worker reads ahead (with ``num_workers > 0``).
-        checkpoint_dir: where checkpoints go (``step-XXXXXXXX`` folders and ``last``); ``None``: none written.
-        checkpoint_every: save every this many steps (and at the end); 0: only at the end.
-        resume: checkpoint folder to resume from (``"last"`` resolves to ``checkpoint_dir/last`` if it exists).
-        log_every: log the loss every this many steps on rank 0 (0: silent).
-        val_every: run the validation hook every this many steps on rank 0 (0: only at the end).
-        progress: show a tqdm progress bar on rank 0.
-    """
-
-    model: str = "cirim"
-    model_config: dict[str, Any] = field(default_factory=dict)
-    max_steps: int = 1000
-    batch_size: int = 1
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    betas: tuple[float, float] = (0.9, 0.999)
-    warmup_steps: int = 0
-    schedule: str = "cosine"
-    min_lr_ratio: float = 0.0
-    grad_clip: float | None = 1.0
-    ssim_weight: float = 1.0
-    l1_weight: float = 1.0
-    amp: bool = True
-    precision: str = "fp32"
-    channels_last: bool = True
-    seed: int = 0
-    device: str | None = None
-    num_workers: int = 0
-    prefetch_factor: int = 2
-    checkpoint_dir: str | None = None
-    checkpoint_every: int = 0
-    resume: str | None = None
-    log_every: int = 0
-    val_every: int = 0
-    progress: bool = False
-
-    def __post_init__(self) -> None:
-        if self.max_steps < 0 or self.batch_size < 1 or self.warmup_steps < 0:
-            raise ValueError("max_steps and warmup_steps must be >= 0 and batch_size >= 1")
-        if self.log_every < 0 or self.val_every < 0 or self.checkpoint_every < 0:
-            raise ValueError("log_every, val_every and checkpoint_every must be >= 0")
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {list(PRECISIONS)}; got {self.precision!r}")
-        if self.num_workers < 0 or self.prefetch_factor < 1:
-            raise ValueError("num_workers must be >= 0 and prefetch_factor >= 1")
-        if self.schedule not in ("cosine", "constant"):
-            raise ValueError(f"schedule must be 'cosine' or 'constant'; got {self.schedule!r}")
-        self.betas = tuple(self.betas)
 
 
 @dataclass
@@ -280,7 +206,7 @@ def train(
     Args:
         config: the settings.
         dataset: a map-style dataset (``len`` and ``[i]``) of items as described in the module docstring.
-        model: optional prebuilt model; by default ``create_model(config.model, **config.model_config)`` after
+        model: optional prebuilt model; by default ``build_model(config.model, config.model_config)`` after
             seeding with ``config.seed``.
         validate: optional hook ``validate(model) -> {"val_ssim": ..., ...}``, run on rank 0 (model in eval mode,
             no gradients) every ``config.val_every`` steps and after the last step.
@@ -293,7 +219,7 @@ def train(
         The trained model (unwrapped), the losses of the steps run here (rank-local), the final step and the
         validation records.
     """
-    from recon.models import create_model
+    from recon.models import build_model
 
     distributed, rank, world = _dist_info()
     device = _device(config)
@@ -301,7 +227,7 @@ def train(
         torch.cuda.set_device(device)
     torch.manual_seed(config.seed)
     if model is None:
-        model = create_model(config.model, **config.model_config)
+        model = build_model(config.model, config.model_config)
     model = model.to(device)
     if config.channels_last:
         model = model.to(memory_format=torch.channels_last)

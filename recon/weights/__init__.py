@@ -27,10 +27,12 @@ from typing import Any
 from safetensors.torch import load_file
 from torch import nn
 
+from recon.models import MODEL_NAMES, build_model
+
 __all__ = ["WEIGHTS_DIR", "default_config", "default_metadata", "default_model_names", "load_default_model"]
 
 WEIGHTS_DIR = Path(__file__).resolve().parent
-_NAMES = ("cirim", "rim", "recurrentvarnet")
+_NAMES = MODEL_NAMES  # every registered model ships default weights
 
 
 def default_model_names() -> list[str]:
@@ -88,16 +90,12 @@ def load_default_model(name: str) -> nn.Module:
         ValueError: for an unknown name (listing the valid ones) or invalid files; FileNotFoundError when the
             files are missing from the installation.
     """
-    from recon.models import create_model
-
     meta = default_metadata(name)
     weights = WEIGHTS_DIR / f"{name}.safetensors"
     if not weights.is_file():
         raise FileNotFoundError(f"{weights}: the default weights are missing from this installation")
-    config = {k: tuple(v) if isinstance(v, list) else v for k, v in meta["model_config"].items()}
-    model = create_model(name, **config)
     try:
-        model.load_state_dict(load_file(weights, device="cpu"))
+        model = build_model(name, meta["model_config"], load_file(weights, device="cpu"))
     except Exception as err:  # safetensors' own error type for corrupt files, RuntimeError for mismatched keys
         raise ValueError(f"{weights}: weights do not fit the {name!r} model of {name}.json ({err})") from None
     return model.eval()

@@ -3,6 +3,9 @@ crop through recon.ops.center_crop, with results identical to the code they repl
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -69,3 +72,37 @@ def test_one_center_crop_for_arrays_and_tensors() -> None:
     for bad in ((8, 4), (0, 4)):
         with pytest.raises(ValueError, match="must be positive and fit in the image size"):
             center_crop(x, bad)
+
+
+def test_default_weights_load_through_build_model(monkeypatch: pytest.MonkeyPatch) -> None:
+    import recon.weights as weights
+    from recon.models import MODEL_NAMES
+
+    assert weights.default_model_names() == list(MODEL_NAMES)
+    calls = []
+
+    def spy(name, model_config=None, state_dict=None):
+        calls.append(name)
+        return build_model(name, model_config, state_dict)
+
+    monkeypatch.setattr(weights, "build_model", spy)
+    model = weights.load_default_model("rim")
+    assert calls == ["rim"] and not model.training
+
+
+def test_config_is_a_leaf_module() -> None:
+    code = "import sys, recon.config; print(sorted(m for m in sys.modules if m.startswith('recon.training')))"
+    root = Path(__file__).resolve().parents[3]
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=root,
+        env={**os.environ, "PYTHONPATH": str(root)},
+    )
+    assert out.stdout.strip() == "[]"
+    from recon.config import TrainConfig
+    from recon.training import TrainConfig as Reexported
+
+    assert Reexported is TrainConfig
