@@ -51,13 +51,16 @@ __all__ = [
     "CS_METHODS",
     "MASK_TYPES",
     "MODEL_NAMES",
+    "ModelInputs",
     "PreparedVolume",
     "build_mask_func",
     "cs_defaults",
     "load_volume",
     "make_reconstructor",
     "mask_record",
+    "prepare_batch",
     "reconstruct_volume",
+    "to_file_units",
     "zero_filled_volume",
 ]
 
@@ -266,6 +269,81 @@ def _normalise(kspace: torch.Tensor, mode: str) -> tuple[torch.Tensor, torch.Ten
     return kspace / scale[:, None, None, None], scale
 
 
+@dataclass
+class ModelInputs:
+    """A batch of slices as a model sees it (:func:`prepare_batch`).
+
+    Attributes:
+        masked_kspace: Complex ``[B, C, H, W]``, divided by ``scale``.
+        mask: The mask, broadcastable to ``masked_kspace``.
+        sens_maps: Complex coil maps ``[B, C, H, W]``.
+        scale: Float32 ``[B]``: the per-slice scale the k-space was divided by.
+        noise_floor: Float32 ``[B]``, the RSS noise floor in the units of ``masked_kspace``, or ``None`` when the
+            pre-processing does not report it.
+    """
+
+    masked_kspace: torch.Tensor
+    mask: torch.Tensor
+    sens_maps: torch.Tensor
+    scale: torch.Tensor
+    noise_floor: torch.Tensor | None
+
+
+def prepare_batch(
+    masked_kspace: torch.Tensor,
+    mask: torch.Tensor,
+    num_low_frequencies: int,
+    preprocessing: Preprocessing | None = None,
+    sens_maps: torch.Tensor | None = None,
+    acs_region: str = "lines",
+) -> ModelInputs:
+    """Scale undersampled slices, estimate their coil maps and measure their noise floor: the one place where model
+    inputs are made (``recon predict``, :func:`reconstruct_volume`, the training data and its validation).
+
+    Args:
+        masked_kspace: Complex ``[B, C, H, W]``, zero off the mask.
+        mask: Mask broadcastable to it.
+        num_low_frequencies: Width of the fully sampled centre (columns, or the side of the centre box).
+        preprocessing: Coil maps, scaling and noise floor (default: ACS maps, ``max`` scaling, no floor).
+        sens_maps: Coil maps ``[B, C, H, W]`` already estimated from this k-space's centre (the training data
+            caches them per slice); ``None`` estimates them from the scaled k-space.
+        acs_region: ``"lines"`` or ``"box"`` (:func:`recon.ops.coils.estimate_sens_maps`).
+
+    Returns:
+        The inputs, scale and noise floor of the batch.
+    """
+    prep = preprocessing or Preprocessing()
+    kspace, scale = _normalise(masked_kspace, prep.normalize)
+    if sens_maps is None:
+        sens_maps = estimate_sens_maps(kspace, num_low_frequencies, method=prep.sens_method, acs_region=acs_region)
+    floor = rss_noise_floor(kspace, mask) if prep.noise_floor else None
+    return ModelInputs(kspace, mask, sens_maps, scale, floor)
+
+
+def to_file_units(
+    image: torch.Tensor, scale: torch.Tensor | float, noise_floor: torch.Tensor | float | None = None
+) -> torch.Tensor:
+    """The reported magnitude of a reconstruction, in the units of the file: ``|x| * scale``, or
+    ``sqrt(|x|^2 + b^2) * scale`` with the noise floor ``b`` of :func:`prepare_batch`.
+
+    Args:
+        image: Reconstruction ``[B, H, W]`` (complex, or already a magnitude) of inputs from :func:`prepare_batch`,
+            or a crop of it.
+        scale: Float32 ``[B]`` (or one number for every slice): :attr:`ModelInputs.scale`.
+        noise_floor: ``[B]``, one number, or ``None``: :attr:`ModelInputs.noise_floor`.
+
+    Returns:
+        Float32 ``[B, H, W]`` magnitudes.
+    """
+    if noise_floor is not None:
+        magnitude = add_noise_floor(image, noise_floor)
+    else:
+        magnitude = image.abs() if torch.is_complex(image) else image
+    if isinstance(scale, torch.Tensor) and scale.ndim == 1:
+        scale = scale[:, None, None]
+    return (magnitude * scale).float()
+
+
 def reconstruct_volume(
     volume: PreparedVolume,
     reconstructor: Reconstructor,
@@ -300,14 +378,10 @@ def reconstruct_volume(
     outputs = []
     with torch.inference_mode():
         for start in starts:
-            kspace, scale = _normalise(volume.masked_kspace[start : start + batch_size].to(device), prep.normalize)
-            sens = estimate_sens_maps(kspace, volume.num_low_frequencies, method=prep.sens_method, acs_region=region)
-            image = reconstructor(kspace, mask, sens)
-            if prep.noise_floor:
-                magnitude = add_noise_floor(image, rss_noise_floor(kspace, mask))
-            else:
-                magnitude = image.abs() if torch.is_complex(image) else image
-            outputs.append((magnitude * scale[:, None, None]).float().cpu())
+            kspace = volume.masked_kspace[start : start + batch_size].to(device)
+            inputs = prepare_batch(kspace, mask, volume.num_low_frequencies, prep, acs_region=region)
+            image = reconstructor(inputs.masked_kspace, inputs.mask, inputs.sens_maps)
+            outputs.append(to_file_units(image, inputs.scale, inputs.noise_floor).cpu())
     recon = torch.cat(outputs).numpy()
     return np.ascontiguousarray(center_crop(recon, volume.info.recon_size), dtype=np.float32)
 

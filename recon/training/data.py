@@ -1,11 +1,12 @@
-"""Training and validation slices from fully sampled fastMRI-style files, and the matching inference path.
+"""Training and validation slices from fully sampled fastMRI-style files, and reconstruction the way they were made.
 
-One slice becomes a model input exactly as at inference time (:func:`prepare_inputs`): the undersampled k-space
-``y`` ``[C, H, W]``, its line mask, coil maps estimated from the fully sampled centre of ``y``
-(:func:`recon.ops.estimate_sens_maps`) and ``scale``, the maximum (or mean) of the zero-filled RSS image
-(:class:`recon.data.transforms.KspaceNormalize`); the model sees ``y / scale`` and its output is multiplied by
-``scale``. Training targets are the file's ``reconstruction_rss`` (fastMRI's target: RSS of the fully sampled
-k-space at the recon matrix) divided by the same scale, optionally centre-cropped (``DataConfig.crop``).
+One slice becomes a model input through the inference path (:func:`prepare_inputs`, which calls
+:func:`recon.inference.prepare_batch`): the undersampled k-space ``y`` ``[C, H, W]``, its line mask, coil maps
+estimated from the fully sampled centre of ``y`` (:func:`recon.ops.estimate_sens_maps`) and ``scale``, the maximum
+(or mean) of the zero-filled RSS image; the model sees ``y / scale`` and its output returns to the file's units
+through :func:`recon.inference.to_file_units` (validation and :func:`reconstruct`). Training targets are the file's
+``reconstruction_rss`` (fastMRI's target: RSS of the fully sampled k-space at the recon matrix) divided by the same
+scale, optionally centre-cropped (``DataConfig.crop``).
 
 Masks: :class:`SliceMaskDataset` draws, for training, a mask family from ``DataConfig.mask_types`` and lets the
 mask function draw an ``(acceleration, center_fraction)`` pair, all seeded by ``(seed, epoch, index)``; for
@@ -34,10 +35,9 @@ from recon.data.subsample import (
     num_low_frequencies_from_mask,
     seed_from_fname,
 )
-from recon.data.transforms import KspaceNormalize
+from recon.inference import Preprocessing, prepare_batch, to_file_units
 from recon.metrics import nmse, psnr, ssim
 from recon.ops.coils import estimate_sens_maps
-from recon.ops.noise import add_noise_floor, rss_noise_floor
 from recon.training.losses import center_crop
 
 __all__ = ["SliceMaskDataset", "make_validator", "prepare_inputs", "reconstruct"]
@@ -78,19 +78,22 @@ def prepare_inputs(
     if num_low_frequencies < 1:
         raise ValueError("the mask has no fully sampled centre, so coil maps cannot be estimated")
     if sens_maps is None:
+        # from the k-space as read, as SliceMaskDataset's cache holds them, so cached and fresh maps are the same
         sens_maps = estimate_sens_maps(masked_kspace, int(num_low_frequencies), method=data.sens_method)
-    scale = KspaceNormalize(mode=data.normalize).compute_scale(masked_kspace)
-    inputs = {"masked_kspace": masked_kspace / scale, "mask": mask, "sens_maps": sens_maps, "scale": scale}
-    if data.noise_floor:
-        inputs["noise_floor"] = float(rss_noise_floor(inputs["masked_kspace"], mask))
+    batch = prepare_batch(
+        masked_kspace[None], mask[None], int(num_low_frequencies), Preprocessing.from_settings(data), sens_maps[None]
+    )
+    scale = float(batch.scale[0])
+    inputs = {"masked_kspace": batch.masked_kspace[0], "mask": mask, "sens_maps": sens_maps, "scale": scale}
+    if batch.noise_floor is not None:
+        inputs["noise_floor"] = float(batch.noise_floor[0])
     return inputs
 
 
-def _magnitude(image: torch.Tensor, inputs: dict[str, Any]) -> torch.Tensor:
-    """The reported magnitude ``[H, W]`` of a one-slice model output ``[1, H, W]``: ``|x|``, or ``sqrt(|x|^2 + b^2)``
-    when the inputs carry the RSS noise floor ``b`` (:func:`prepare_inputs`)."""
-    floor = inputs.get("noise_floor")
-    return image[0].abs() if floor is None else add_noise_floor(image, floor)[0]
+def _file_units(image: torch.Tensor, inputs: dict[str, Any]) -> torch.Tensor:
+    """The reported magnitude ``[H, W]``, in the units of the file, of a one-slice model output ``[1, H, W]`` for
+    the inputs of :func:`prepare_inputs` (:func:`recon.inference.to_file_units`)."""
+    return to_file_units(image, inputs["scale"], inputs.get("noise_floor"))[0]
 
 
 def reconstruct(
@@ -126,8 +129,7 @@ def reconstruct(
                 inputs["mask"].unsqueeze(0).to(device),
                 inputs["sens_maps"].unsqueeze(0).to(device),
             )
-            magnitude = _magnitude(image, inputs)
-            out.append(magnitude.float().cpu() * inputs["scale"])
+            out.append(_file_units(image, inputs).cpu())
     images = torch.stack(out)
     return images[0] if single else images
 
@@ -254,9 +256,8 @@ def make_validator(dataset: SliceMaskDataset) -> Callable[[nn.Module], dict[str,
                 item["mask"].unsqueeze(0).to(device),
                 item["sens_maps"].unsqueeze(0).to(device),
             )
-            image = _magnitude(image, item)
             target = item["target"]
-            preds[item["fname"]][item["slice_num"]] = center_crop(image.cpu(), target.shape) * item["scale"]
+            preds[item["fname"]][item["slice_num"]] = center_crop(_file_units(image, item).cpu(), target.shape)
             targets[item["fname"]][item["slice_num"]] = target * item["scale"]
         scores = []
         for fname, by_slice in preds.items():
