@@ -2,7 +2,7 @@
 
 Layouts mapped here (both projects use the same ``Conv2dGRU`` / ``RecurrentInit`` classes):
 
-- ``Conv2dGRU`` -> :class:`recon.models.recurrent_varnet.ConvGRUStack`. Their ``conv_blocks.{i}`` is
+- ``Conv2dGRU`` -> :class:`recon.models.blocks.ConvGRUStack`. Their ``conv_blocks.{i}`` is
   ``Sequential(ReplicationPad2d, Conv2d)``: ``conv_blocks.{i}.1`` -> ``convs.{i}.1`` for ``i < L`` and
   ``conv_blocks.{L}.1`` -> ``out.1``. Their gates are three convs on ``[x, h]`` (``2H`` input channels):
   ``u = sigma(W_u [x, h] + b_u)``, ``r = sigma(W_r [x, h] + b_r)``, ``n = tanh(W_o [x, r h] + b_o)``,
@@ -10,7 +10,7 @@ Layouts mapped here (both projects use the same ``Conv2dGRU`` / ``RecurrentInit`
   ``z = 1 - u`` exactly when ``W_z = -W_u`` and ``b_z = -b_u`` (``sigma(-a) = 1 - sigma(a)``). The first ``H`` input
   channels of each gate conv act on ``x`` (-> our ``ih``, which carries the bias), the last ``H`` on ``h`` / ``r h``
   (-> our bias-free ``hh``); our gate order in the ``3H`` output channels is (reset, update, new).
-- ``RecurrentInit`` / DIRECT ``RIMInit`` -> :class:`recon.models.recurrent_varnet.RecurrentInit`:
+- ``RecurrentInit`` / DIRECT ``RIMInit`` -> :class:`recon.models.blocks.RecurrentInit`:
   ``conv_blocks.{i}.1`` -> ``convs.{i}.1``, ``out_blocks.{j}.0`` -> ``heads.{j}``.
 """
 

@@ -15,6 +15,7 @@ last, the centred orthonormal FFT ``F``, coil maps ``S`` and real 0/1 masks ``M`
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -23,11 +24,21 @@ from recon.ops.forward import (
     _check_mask,
     conjugate_gradient,
     log_likelihood_gradient,
+    mask_kspace,
     sense_adjoint,
     sense_normal,
 )
 
-__all__ = ["ConjugateGradientDC", "HardDataConsistency", "LogLikelihoodGradient", "SoftDataConsistency"]
+if TYPE_CHECKING:
+    from recon.models._fourier import FourierOps
+
+__all__ = [
+    "ConjugateGradientDC",
+    "HardDataConsistency",
+    "LogLikelihoodGradient",
+    "SoftDataConsistency",
+    "soft_data_consistency",
+]
 
 
 def _check_kspace_pair(kspace: torch.Tensor, ref_kspace: torch.Tensor) -> None:
@@ -38,6 +49,25 @@ def _check_kspace_pair(kspace: torch.Tensor, ref_kspace: torch.Tensor) -> None:
         raise ValueError(
             f"kspace {tuple(kspace.shape)} and ref_kspace {tuple(ref_kspace.shape)} must have the same shape"
         )
+
+
+def soft_data_consistency(
+    kspace: torch.Tensor, ref_kspace: torch.Tensor, mask: torch.Tensor, weight: torch.Tensor | float
+) -> torch.Tensor:
+    """``k - weight * M (k - y)``: the update of :class:`SoftDataConsistency`, for models that keep the weight
+    under their own name (RecurrentVarNet's per-step ``learning_rate``).
+
+    Args:
+        kspace: current complex k-space estimate ``k`` ``[..., C, H, W]``.
+        ref_kspace: measured complex k-space ``y`` ``[..., C, H, W]`` (zero off the mask).
+        mask: real sampling mask broadcastable to the k-space, e.g. ``[1, W]``.
+        weight: ``lambda``, a scalar.
+
+    Returns:
+        Complex k-space ``[..., C, H, W]``.
+    """
+    _check_kspace_pair(kspace, ref_kspace)
+    return kspace - weight * mask_kspace(kspace - ref_kspace, mask)
 
 
 class SoftDataConsistency(nn.Module):
@@ -74,10 +104,7 @@ class SoftDataConsistency(nn.Module):
         Returns:
             Complex k-space ``[..., C, H, W]``.
         """
-        _check_kspace_pair(kspace, ref_kspace)
-        sampled = _check_mask(mask, kspace.shape)
-        residual = torch.where(sampled, kspace - ref_kspace, torch.zeros((), dtype=kspace.dtype))
-        return kspace - self.dc_weight * residual
+        return soft_data_consistency(kspace, ref_kspace, mask, self.dc_weight)
 
 
 class HardDataConsistency(nn.Module):
@@ -134,12 +161,15 @@ class LogLikelihoodGradient(nn.Module):
     Args:
         sigma: noise scale ``sigma > 0``.
         learnable: train ``log(sigma)`` (keeps sigma positive) instead of keeping it fixed.
+        ops: the FFT convention of the model (``recon.models._fourier.FourierOps``); None: centred orthonormal,
+            :mod:`recon.ops`.
     """
 
-    def __init__(self, sigma: float = 1.0, learnable: bool = False) -> None:
+    def __init__(self, sigma: float = 1.0, learnable: bool = False, ops: FourierOps | None = None) -> None:
         super().__init__()
         if sigma <= 0:
             raise ValueError(f"sigma must be positive; got {sigma}")
+        self.ops = ops
         self.learnable = learnable
         self.log_sigma = nn.Parameter(torch.tensor(math.log(sigma))) if learnable else None
         self._sigma = float(sigma)
@@ -166,6 +196,8 @@ class LogLikelihoodGradient(nn.Module):
         Returns:
             Complex gradient ``[..., H, W]``.
         """
+        if self.ops is not None:
+            return self.ops.log_likelihood_gradient(eta, ref_kspace, sens, mask, self.sigma)
         return log_likelihood_gradient(eta, ref_kspace, sens, mask, self.sigma)
 
 

@@ -20,137 +20,13 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from recon.layers.dc import soft_data_consistency
 from recon.models._common import channels_to_complex, check_inputs, complex_to_channels
 from recon.models._fourier import FFT_NORMALIZATIONS, FourierOps
-from recon.models.blocks import ConvGRUCell
+from recon.models.blocks import ConvGRUStack, RecurrentInit
 from recon.ops.forward import mask_kspace
 
-__all__ = ["ConvGRUStack", "RecurrentInit", "RecurrentVarNet", "RecurrentVarNetBlock", "RecurrentVarNetConfig"]
-
-
-def _padded_conv(cin: int, cout: int, kernel: int, dilation: int = 1) -> nn.Sequential:
-    return nn.Sequential(
-        nn.ReplicationPad2d(dilation * (kernel - 1) // 2), nn.Conv2d(cin, cout, kernel, dilation=dilation)
-    )
-
-
-class ConvGRUStack(nn.Module):
-    """Stack of ``conv -> ReLU -> ConvGRU`` layers and an output conv (DIRECT ``Conv2dGRU``).
-
-    Layer 0 uses a 5x5 conv, layer 1 a 3x3 conv with dilation 2, later layers 3x3 convs (replication padding); the
-    GRU cells use 1x1 convolutions, the reset-before-conv convention and a reset-gate bias of -1. The output conv is
-    3x3 to ``out_channels``.
-
-    Args:
-        in_channels: input channels.
-        hidden_channels: channels of every layer and state.
-        out_channels: output channels.
-        num_layers: number of recurrent layers.
-        state_relu: apply ReLU to each layer's new state before it feeds the next conv (and the output conv), as
-            DIRECT's / ATOMMIC's ``Conv2dGRU`` do; the stored state itself stays un-rectified.
-        norm_groups: 0 for none; else normalise the input per sample in ``norm_groups`` channel groups (mean and
-            unbiased std over each group) and map the output back with the same statistics, the output channels
-            split into the same number of groups (DIRECT ``NormConv2dGRU``, which uses 2 groups).
-    """
-
-    def __init__(
-        self,
-        in_channels: int,
-        hidden_channels: int,
-        out_channels: int,
-        num_layers: int,
-        state_relu: bool = False,
-        norm_groups: int = 0,
-    ) -> None:
-        super().__init__()
-        self.hidden_channels = hidden_channels
-        self.num_layers = num_layers
-        self.state_relu = state_relu
-        self.norm_groups = norm_groups
-        convs, cells = [], []
-        for i in range(num_layers):
-            kernel, dilation = (5, 1) if i == 0 else (3, 2) if i == 1 else (3, 1)
-            convs.append(_padded_conv(in_channels if i == 0 else hidden_channels, hidden_channels, kernel, dilation))
-            cells.append(ConvGRUCell(hidden_channels, hidden_channels, 1, reset_before_conv=True, reset_gate_bias=-1.0))
-        self.convs = nn.ModuleList(convs)
-        self.cells = nn.ModuleList(cells)
-        self.out = _padded_conv(hidden_channels, out_channels, 3)
-
-    def forward(
-        self, x: torch.Tensor, hidden: list[torch.Tensor] | None = None
-    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """Apply the stack.
-
-        Args:
-            x: input ``[B, in_channels, H, W]``.
-            hidden: ``num_layers`` states ``[B, hidden_channels, H, W]``, or None for zeros.
-
-        Returns:
-            ``(output [B, out_channels, H, W], new states)``.
-        """
-        if hidden is None:
-            hidden = [x.new_zeros(x.shape[0], self.hidden_channels, *x.shape[2:])] * self.num_layers
-        if self.norm_groups:
-            b = x.shape[0]
-            grouped = x.reshape(b, self.norm_groups, -1)
-            mean, std = grouped.mean(-1, keepdim=True), grouped.std(-1, keepdim=True)
-            x = ((grouped - mean) / std).reshape(x.shape)
-        new_hidden = []
-        for conv, cell, h in zip(self.convs, self.cells, hidden, strict=True):
-            x = cell(torch.relu(conv(x)), h)
-            new_hidden.append(x)
-            if self.state_relu:
-                x = torch.relu(x)
-        out = self.out(x)
-        if self.norm_groups:
-            out = (out.reshape(b, self.norm_groups, -1) * std + mean).reshape(out.shape)
-        return out, new_hidden
-
-
-class RecurrentInit(nn.Module):
-    """Recurrent state initialiser (RSI): dilated 3x3 conv stack -> one 1x1 conv + ReLU per recurrent layer.
-
-    With ``multiscale_depth > 1`` the last ``multiscale_depth`` feature maps are concatenated before the 1x1 convs.
-
-    Args:
-        in_channels: input channels (2 for a complex image).
-        out_channels: channels of each produced state.
-        channels: channels of the conv stack.
-        dilations: dilation of each conv of the stack (same length as ``channels``).
-        num_layers: number of states to produce.
-        multiscale_depth: number of trailing feature maps concatenated.
-    """
-
-    def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        channels: tuple[int, ...],
-        dilations: tuple[int, ...],
-        num_layers: int,
-        multiscale_depth: int = 1,
-    ) -> None:
-        super().__init__()
-        if len(channels) != len(dilations):
-            raise ValueError(f"channels {channels} and dilations {dilations} must have the same length")
-        if not 1 <= multiscale_depth <= len(channels):
-            raise ValueError(f"multiscale_depth must be in [1, {len(channels)}]; got {multiscale_depth}")
-        self.multiscale_depth = multiscale_depth
-        cins = (in_channels, *channels[:-1])
-        self.convs = nn.ModuleList(
-            [_padded_conv(ci, co, 3, d) for ci, co, d in zip(cins, channels, dilations, strict=True)]
-        )
-        fused = sum(channels[-multiscale_depth:])
-        self.heads = nn.ModuleList([nn.Conv2d(fused, out_channels, 1) for _ in range(num_layers)])
-
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """Map ``x`` ``[B, in_channels, H, W]`` to ``num_layers`` states ``[B, out_channels, H, W]``."""
-        features = []
-        for conv in self.convs:
-            x = torch.relu(conv(x))
-            features.append(x)
-        x = torch.cat(features[-self.multiscale_depth :], dim=1)
-        return [torch.relu(head(x)) for head in self.heads]
+__all__ = ["RecurrentVarNet", "RecurrentVarNetBlock", "RecurrentVarNetConfig"]
 
 
 class RecurrentVarNetBlock(nn.Module):
@@ -188,8 +64,8 @@ class RecurrentVarNetBlock(nn.Module):
         """One step on complex k-space ``[B, C, H, W]``; returns ``(new k-space, new states)``."""
         image = complex_to_channels(self.ops.reduce(kspace, sens_maps))
         update, hidden = self.regularizer(image, hidden)
-        dc = mask_kspace(kspace - masked_kspace, mask)
-        kspace = kspace - self.learning_rate * dc + self.ops.expand(channels_to_complex(update), sens_maps)
+        dc = soft_data_consistency(kspace, masked_kspace, mask, self.learning_rate)
+        kspace = dc + self.ops.expand(channels_to_complex(update), sens_maps)
         return kspace, hidden
 
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from recon.layers.dc import LogLikelihoodGradient
 from recon.models._common import (
     ImageInit,
     channels_to_complex,
@@ -25,8 +26,7 @@ from recon.models._common import (
     initial_image,
 )
 from recon.models._fourier import FFT_NORMALIZATIONS, FourierOps
-from recon.models.blocks import CellType, make_cell
-from recon.models.recurrent_varnet import ConvGRUStack, RecurrentInit
+from recon.models.blocks import CellType, ConvGRUStack, RecurrentInit, make_cell
 
 __all__ = ["GRUStackRIMBlock", "RIM", "RIMBlock", "RIMConfig"]
 
@@ -81,6 +81,7 @@ class RIMBlock(nn.Module):
         self.fixed_step_input = fixed_step_input
         self.sigma = sigma
         self.ops = ops or FourierOps()
+        self.data_term = LogLikelihoodGradient(sigma, ops=self.ops)
         self.convs = nn.ModuleList(
             [_PaddedConv(4, f, 5, 1, bias=True, relu=True), _PaddedConv(f, f, 3, 2, bias=True, relu=True)]
         )
@@ -111,7 +112,7 @@ class RIMBlock(nn.Module):
         etas = []
         eta_in = eta
         for _ in range(self.num_steps):
-            grad = self.ops.log_likelihood_gradient(eta, masked_kspace, sens_maps, mask, self.sigma)
+            grad = self.data_term(eta, masked_kspace, sens_maps, mask)
             x = torch.cat([complex_to_channels(eta), complex_to_channels(grad)], dim=1)
             for i, (conv, cell) in enumerate(zip(self.convs, self.cells, strict=True)):
                 hidden[i] = cell(conv(x), hidden[i])
@@ -124,12 +125,12 @@ class RIMBlock(nn.Module):
 
 
 class GRUStackRIMBlock(nn.Module):
-    """A RIM whose recurrent unit is a :class:`~recon.models.recurrent_varnet.ConvGRUStack` (DIRECT ``nn/rim``).
+    """A RIM whose recurrent unit is a :class:`~recon.models.blocks.ConvGRUStack` (DIRECT ``nn/rim``).
 
     Each step feeds ``[Re eta, Im eta, Re grad, Im grad]`` to a GRU stack (``num_layers`` layers, ReLU on the states
     between layers as DIRECT's ``Conv2dGRU``) that outputs 2 channels; ``eta <- eta + out`` (or ``eta <- out``
     without skip connections). One stack per step (``no_parameter_sharing``) or one shared; the states start at
-    zero or, with ``learned_initializer``, from a :class:`~recon.models.recurrent_varnet.RecurrentInit` applied to
+    zero or, with ``learned_initializer``, from a :class:`~recon.models.blocks.RecurrentInit` applied to
     the initial image (DIRECT ``RIMInit``).
 
     Args:
@@ -145,6 +146,7 @@ class GRUStackRIMBlock(nn.Module):
         self.num_steps = c.num_steps
         self.sigma = c.sigma
         self.ops = ops
+        self.data_term = LogLikelihoodGradient(c.sigma, ops=ops)
         self.skip_connections = c.skip_connections
         self.no_parameter_sharing = c.no_parameter_sharing
         norm_groups = 2 if c.normalized else 0
@@ -181,7 +183,7 @@ class GRUStackRIMBlock(nn.Module):
         etas = []
         for t in range(self.num_steps):
             stack = self.stacks[t if self.no_parameter_sharing else 0]
-            grad = self.ops.log_likelihood_gradient(eta, masked_kspace, sens_maps, mask, self.sigma)
+            grad = self.data_term(eta, masked_kspace, sens_maps, mask)
             out, hidden = stack(torch.cat([complex_to_channels(eta), complex_to_channels(grad)], dim=1), hidden)
             eta = eta + channels_to_complex(out) if self.skip_connections else channels_to_complex(out)
             etas.append(eta)

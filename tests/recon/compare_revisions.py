@@ -40,6 +40,26 @@ def _workload(data: Path, out: Path) -> None:
     tiny = {
         "cirim": create_model("cirim", num_cascades=1, num_steps=2, hidden_channels=4).eval(),
         "rim": create_model("rim", num_steps=2, hidden_channels=4).eval(),
+        "rim-gru-stack": create_model(
+            "rim",
+            num_steps=2,
+            hidden_channels=4,
+            regularizer="gru_stack",
+            learned_initializer=True,
+            initializer_channels=(4, 4),
+            initializer_dilations=(1, 2),
+            fft_centered=False,
+        ).eval(),
+        "rvn": create_model(
+            "recurrentvarnet",
+            num_steps=2,
+            hidden_channels=4,
+            num_layers=2,
+            learned_initializer=True,
+            initializer_channels=(4, 4),
+            initializer_dilations=(1, 2),
+        ).eval(),
+        "cirim-dc": create_model("cirim", num_cascades=2, num_steps=2, hidden_channels=4, explicit_dc=True).eval(),
     }
     models = {**tiny, "default-rim": load_default_model("rim")}
     for mask in ("equispaced", "poisson"):

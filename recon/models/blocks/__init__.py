@@ -1,4 +1,5 @@
-"""Recurrent cells shared by the recurrent reconstruction models (RIM, CIRIM, RecurrentVarNet)."""
+"""Recurrent cells and the blocks built from them, shared by the recurrent reconstruction models (RIM, CIRIM,
+RecurrentVarNet)."""
 
 from __future__ import annotations
 
@@ -7,10 +8,12 @@ from enum import Enum
 from torch import nn
 
 from recon.models.blocks.conv_gru import ConvGRUCell
+from recon.models.blocks.conv_gru_stack import ConvGRUStack
 from recon.models.blocks.conv_mgu import ConvMGUCell
 from recon.models.blocks.indrnn import IndRNNCell
+from recon.models.blocks.recurrent_init import RecurrentInit
 
-__all__ = ["CellType", "ConvGRUCell", "ConvMGUCell", "IndRNNCell", "make_cell"]
+__all__ = ["CellType", "ConvGRUCell", "ConvGRUStack", "ConvMGUCell", "IndRNNCell", "RecurrentInit", "make_cell"]
 
 
 class CellType(str, Enum):

@@ -105,3 +105,22 @@ def test_even_kernel_rejected() -> None:
     for cls in (ConvGRUCell, ConvMGUCell, IndRNNCell):
         with pytest.raises(ValueError, match="kernel_size"):
             cls(2, 2, kernel_size=2)
+
+
+def test_models_take_blocks_from_blocks_and_dc_from_layers() -> None:
+    """Cell blocks live in recon.models.blocks; the data terms the models use come from recon.layers."""
+    import recon.models.recurrent_varnet as rvn_module
+    import recon.models.rim as rim_module
+    from recon.layers import LogLikelihoodGradient, SoftDataConsistency
+    from recon.models import create_model
+    from recon.models.blocks import ConvGRUStack, RecurrentInit
+
+    assert rim_module.ConvGRUStack is ConvGRUStack and rvn_module.RecurrentInit is RecurrentInit
+    assert ConvGRUStack.__module__ == "recon.models.blocks.conv_gru_stack"
+    assert not hasattr(rvn_module, "ConvGRUStack") or rvn_module.ConvGRUStack is ConvGRUStack
+    for config in ({}, {"regularizer": "gru_stack"}):
+        rim = create_model("rim", num_steps=1, hidden_channels=4, **config)
+        assert isinstance(rim.block.data_term, LogLikelihoodGradient)
+        assert not any("data_term" in key for key in rim.state_dict())  # fixed sigma: no new weights
+    cirim = create_model("cirim", num_cascades=1, num_steps=1, hidden_channels=4, explicit_dc=True)
+    assert all(isinstance(dc, SoftDataConsistency) for dc in cirim.dc)

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from recon.models import RecurrentVarNet, RecurrentVarNetConfig
-from recon.models.recurrent_varnet import ConvGRUStack, RecurrentInit
+from recon.models.blocks import ConvGRUStack, RecurrentInit
 from recon.ops import mask_kspace, sens_expand, sens_reduce
 
 TINY = {

@@ -12,7 +12,7 @@ import torch
 from recon.models import CIRIM, RIM, CIRIMConfig, RecurrentVarNet, RecurrentVarNetConfig, RIMConfig, create_model
 from recon.models._common import ImageInit, initial_image
 from recon.models._fourier import FourierOps
-from recon.models.recurrent_varnet import ConvGRUStack
+from recon.models.blocks import ConvGRUStack
 from recon.ops import fft2c, ifft2c, log_likelihood_gradient, sens_expand, sens_reduce
 
 
