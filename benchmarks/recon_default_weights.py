@@ -325,7 +325,8 @@ def main() -> None:
         merged: dict[str, Any] = {}
         for path in args.json_files:
             run = json.loads(path.read_text())
-            print(f"{path}: CS lambdas {run['lambdas']}")
+            if run.get("lambdas") is not None:
+                print(f"{path}: CS lambdas {run['lambdas']}")
             merged.update({k: {int(a): v for a, v in by.items()} for k, by in run["results"].items()})
         print(table(merged))
         return
@@ -355,8 +356,11 @@ def main() -> None:
     results = evaluate(
         args.data, _methods(names, lams), slice_stride=args.slice_stride, mask_types=mask_types, air_from=args.air_from
     )
-    chosen = {f"{kind} {acc}x": lam for (kind, acc), lam in lams.items()} or "recon.baselines defaults"
-    print(f"\nCS lambdas (relative to max |A^H y|): {chosen}\n")
+    chosen = None  # no CS method ran: no lambda to report
+    if any(name in LABELS for name in names):
+        chosen = {f"{kind} {acc}x": lam for (kind, acc), lam in lams.items()} or "recon.baselines defaults"
+        print(f"\nCS lambdas (relative to max |A^H y|): {chosen}")
+    print()
     print(table(results, air=args.air_from is not None))
     if args.json is not None:
         args.json.write_text(json.dumps({"lambdas": chosen, "results": results}, indent=1))

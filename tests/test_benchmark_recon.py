@@ -77,3 +77,16 @@ def test_training_benchmark_child_measures_a_step() -> None:
     result = bench._child_steps("rim", "bf16", True, 1, 1)
     assert result["s_per_step"] > 0 and result["peak_mib"] > 0
     assert json.loads(json.dumps(result)) == result and np.isfinite(result["s_per_step"])
+
+
+def test_default_weights_benchmark_reports_cs_lambdas_only_when_cs_ran(tmp_path: Path) -> None:
+    from recon.data.synthetic import write_synthetic_dataset
+
+    write_synthetic_dataset(tmp_path / "data", num_volumes=1, num_slices=1, shape=(32, 32), num_coils=2)
+    script = ROOT / "recon_default_weights.py"
+    for methods, expected in (("zero-filled", False), ("zero-filled,tv", True)):
+        cmd = [sys.executable, str(script), "evaluate", "--data", str(tmp_path / "data"), "--methods", methods]
+        cmd += ["--mask-types", "equispaced_fraction"]
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=False)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        assert ("CS lambdas" in proc.stdout) is expected and "| zero-filled |" in proc.stdout

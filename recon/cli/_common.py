@@ -24,6 +24,7 @@ __all__ = [
     "add_mask_arguments",
     "check_writable_dir",
     "checkpoint_files",
+    "checkpoint_folder",
     "error_line",
     "list_inputs",
     "load_checkpoint_model",
@@ -280,23 +281,43 @@ def _build(path: Path, meta: dict[str, Any], state: dict[str, Any], expected: st
     return model.eval(), _preprocessing(data, path)
 
 
+def checkpoint_folder(path: Path) -> Path:
+    """The checkpoint folder a folder stands for: a `recon train` run folder (``last/`` inside, no weights of its
+    own) gives its ``last`` checkpoint, any other folder itself."""
+    if path.is_dir() and not (path / "model.safetensors").exists() and (path / "last").is_dir():
+        return path / "last"
+    return path
+
+
 def checkpoint_files(path: str | os.PathLike) -> tuple[Path, Path | None]:
-    """``(weights file, config file or None)`` of a checkpoint given as a folder, a ``.safetensors`` file (config
-    beside it) or a single ``.pt`` / ``.pth`` / ``.ckpt`` / ``.bin`` file (config inside it: ``None``).
+    """``(weights file, config file or None)`` of a checkpoint given as a `recon train` run folder (its ``last``
+    checkpoint), a checkpoint folder, a ``.safetensors`` file (config beside it) or a single ``.pt`` / ``.pth`` /
+    ``.ckpt`` / ``.bin`` file (config inside it: ``None``).
 
     Raises:
-        CLIError: When the checkpoint or a folder's files are missing.
+        CLIError: When the checkpoint or one of its files is missing, naming the file.
     """
     path = Path(path)
     if not path.exists():
         raise CLIError(f"{path}: checkpoint not found")
     if path.is_dir():
-        weights, config = path / "model.safetensors", path / "config.json"
-        if not weights.is_file() or not config.is_file():
-            raise CLIError(f"{path}: expected a checkpoint folder with model.safetensors and config.json")
+        folder = checkpoint_folder(path)
+        weights, config = folder / "model.safetensors", folder / "config.json"
+        missing = [file.name for file in (weights, config) if not file.is_file()]
+        if missing:
+            raise CLIError(
+                f"{folder}: {' and '.join(missing)} missing; expected a `recon train` run folder (with last/) or a "
+                "checkpoint folder with model.safetensors and config.json"
+            )
         return weights, config
     if path.suffix == ".safetensors":
-        return path, path.parent / "config.json"
+        config = path.parent / "config.json"
+        if not config.is_file():
+            raise CLIError(
+                f"{path}: {config} is missing; a .safetensors checkpoint needs the config.json (model name and "
+                "config) that `recon train` writes beside it"
+            )
+        return path, config
     return path, None
 
 

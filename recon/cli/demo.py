@@ -17,6 +17,7 @@ Methods whose weights are not installed are skipped with a note. Everything is d
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
@@ -33,6 +34,8 @@ EXAMPLES = """\
 """
 
 SETTINGS = {4: 0.08, 8: 0.04}  # acceleration -> centre fraction (fastMRI's pairs)
+# fewer fully sampled centre columns than this leave the ACS coil maps (and the models fed with them) unreliable
+MIN_CENTRE_COLUMNS = 3
 PREFIX = "demo"
 
 
@@ -170,12 +173,30 @@ def _print_table(title: str, table: list[tuple[str, int, dict[str, float], float
         )
 
 
+def _warn_small_centre(size: int, accelerations: list[int]) -> None:
+    """One warning line on stderr per acceleration whose fully sampled centre is too narrow at ``size`` (the mask
+    functions take ``round(size * fraction)`` columns)."""
+    for accel in sorted(set(accelerations)):
+        fraction = SETTINGS[accel]
+        columns = round(size * fraction)
+        if columns < MIN_CENTRE_COLUMNS:
+            least = next(n for n in range(size, 4 * size + 64) if round(n * fraction) >= MIN_CENTRE_COLUMNS)
+            print(
+                f"recon demo: warning: --size {size} is too small for {accel}x: its fully sampled centre is {columns} "
+                f"column(s) (centre fraction {fraction:g}), too few for coil maps, so the {accel}x results will be "
+                f"poor; use --size {least} or more (128 as trained) or --accelerations without {accel}",
+                file=sys.stderr,
+                flush=True,
+            )
+
+
 def run(args: argparse.Namespace) -> int:
     from recon.cli.evaluate import write_csv
     from recon.data.synthetic import write_synthetic_dataset
 
     if args.volumes < 1 or args.slices < 1 or args.coils < 1 or args.size < 16:
         raise CLIError("--volumes, --slices, --coils must be >= 1 and --size >= 16")
+    _warn_small_centre(args.size, args.accelerations)
     started = time.perf_counter()
     device = resolve_device(args.device)  # before the output folder is made
     out = check_writable_dir(args.out)

@@ -48,8 +48,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--predictions",
         type=Path,
         nargs="+",
+        action="extend",
         required=True,
-        help="folder(s) of submission files (or files); several give one table with a row per folder",
+        help="folder(s) of submission files (or files); several (after one --predictions or repeated) give one table "
+        "with a row per folder",
     )
     parser.add_argument("--csv", type=Path, help="also write the per-volume table (and the mean) to this CSV file")
     parser.add_argument("--strict", action="store_true", help="exit with status 3 when any file had a problem")
@@ -230,7 +232,8 @@ def csv_rows(result: Evaluation, **extra: object) -> list[dict[str, object]]:
 
 
 def settings_label(predictions: Path) -> str:
-    """``"cirim, equispaced 8x"``: method and undersampling from the provenance of the first prediction in a folder
+    """``"cirim 3f2a9c1d, equispaced 8x"``: method, the first 8 hex digits of its weights' sha256 (so two sets of
+    weights of one model are told apart) and undersampling, from the provenance of the first prediction in a folder
     (``"-"`` when it has none: written by an older recon or another tool)."""
     from recon.provenance import read_provenance
 
@@ -242,12 +245,14 @@ def settings_label(predictions: Path) -> str:
     if record is None:
         return "-"
     mask = record.get("mask")
+    weights = record.get("weights_sha256")
+    method = f"{record.get('method')} {weights[:8]}" if isinstance(weights, str) and weights else record.get("method")
     if mask == "file":
-        return f"{record.get('method')}, file mask"
+        return f"{method}, file mask"
     accel = record.get("acceleration")
     accel_text = f"{accel:g}x" if isinstance(accel, int | float) else f"{accel}x"
     extra = f" lambda {record['cs_lambda']:g}" if "cs_lambda" in record else ""
-    return f"{record.get('method')}{extra}, {mask} {accel_text}"
+    return f"{method}{extra}, {mask} {accel_text}"
 
 
 def format_comparison(results: dict[str, tuple[str, Evaluation]]) -> str:

@@ -93,5 +93,5 @@ def run(args: argparse.Namespace) -> int:
         )
     except (ValueError, ImportError) as err:
         raise CLIError(str(err)) from None
-    print(f"recon synth: wrote {len(paths)} files to {out_dir}")
+    print(f"recon synth: wrote {len(paths)} file{'' if len(paths) == 1 else 's'} to {out_dir}")
     return 0

@@ -124,13 +124,13 @@ def _initial_model(config: Any, path: Path) -> Any:
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
+    from recon.cli._common import checkpoint_folder
     from recon.models import build_model
 
     torch.manual_seed(config.train.seed)
     model = build_model(config.model, config.model_config)
     if path.is_dir():  # a run folder or a checkpoint folder of `recon train`
-        folder = path / "last" if (path / "last").is_dir() else path
-        path = folder / "model.safetensors"
+        path = checkpoint_folder(path) / "model.safetensors"
     try:
         state = load_file(str(path))
     except (OSError, SafetensorError) as err:

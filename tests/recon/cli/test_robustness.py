@@ -194,7 +194,7 @@ def test_damaged_checkpoint_folder(corpus: Path, tiny_checkpoint: Path, tmp_path
     shutil.copytree(tiny_checkpoint, ckpt)
     expected = {
         "garbage": "not a valid safetensors file",
-        "no_config": "expected a checkpoint folder with model.safetensors and config.json",
+        "no_config": "config.json missing; expected a `recon train` run folder (with last/) or a checkpoint folder",
         "wrong_shapes": "weights do not fit",
     }[damage]
     if damage == "garbage":
