@@ -30,7 +30,8 @@ and imaginary parts separately).
 - ``recurrentvarnet``: as DIRECT's (see :mod:`recon.interop.direct`), with ``num_steps`` rounded up to a
   multiple of 8. ``initializer_initialization="sense"`` feeds the initialiser ``F(initial_prediction)``; ours uses
   the SENSE image of the input, which equals ATOMMIC when the caller's ``initial_prediction`` is that image
-  (what ATOMMIC's data pipeline provides for SENSE coil combination).
+  (what ATOMMIC's data pipeline provides for SENSE coil combination); with ``coil_combination_method: RSS`` that
+  image is RSS-combined, so that pairing is refused.
 - A coil-sensitivity network (``estimate_coil_sensitivity_maps_with_nn``: ``coil_sensitivity_maps_nn.*`` keys)
   is refused unless ``drop_sensitivity_model=True``; then our model needs the maps it would have produced.
 """
@@ -207,6 +208,14 @@ def _recurrentvarnet(keys: Keys, config: Mapping[str, Any], model: str) -> tuple
         if init not in mapping:
             raise ConversionError(
                 f"{source}: initializer_initialization={init!r} is not supported; use {list(mapping)}"
+            )
+        if init == "sense" and common["combination"] != "sense":
+            raise ConversionError(
+                f"{source}: initializer_initialization='sense' with coil_combination_method="
+                f"{config.get('coil_combination_method')!r} is not supported: ATOMMIC then feeds its initialiser the "
+                "caller's initial_prediction, which its data pipeline makes by RSS coil combination, while ours "
+                "feeds it the SENSE image of the input, so the outputs would differ; only SENSE coil combination "
+                "(or initializer_initialization='zero_filled') is reproduced"
             )
         ours.update(
             learned_initializer=True,

@@ -32,8 +32,8 @@ inferred and, when also given, cross-checked):
   Needed: ``time_steps`` (not stored in the weights).
 
 Unsupported (clear error): ``dense_connect``, ``instance_norm``, ``replication_padding=False``, ``whiten_input``,
-``image_initialization="input_image"/"input_kspace"``, ``initializer_initialization="input_image"``, RIM or
-RecurrentVarNet with one GRU layer, CIRIM ``depth != 2``.
+RIM ``steps`` other than 1, ``image_initialization="input_image"/"input_kspace"``,
+``initializer_initialization="input_image"``, RIM or RecurrentVarNet with one GRU layer, CIRIM ``depth != 2``.
 """
 
 from __future__ import annotations
@@ -174,6 +174,11 @@ def _rim(keys: Keys, config: dict[str, Any]) -> tuple[dict[str, torch.Tensor], d
             raise ConversionError(f"{source}: {flag}=True is not supported")
     if config.get("replication_padding") is False:
         raise ConversionError(f"{source}: replication_padding=False is not supported")
+    if config.get("steps", 1) != 1:
+        raise ConversionError(
+            f"{source}: steps={config['steps']!r} is not supported: only steps=1 (DIRECT's RIMConfig default) is "
+            "reproduced; the time steps are set by length"
+        )
     num_cells = count_indices(keys, "cell_list.")
     if num_cells == 0:
         raise ConversionError(f"{source}: no 'cell_list.*' keys: this is not a DIRECT RIM state dict")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -213,3 +214,67 @@ def test_atommic_archive(tmp_path: Path) -> None:
     reference = torch.view_as_complex(arrays["outputs"][-1, -1].contiguous())
     with torch.no_grad():
         assert _rel(model(kspace, mask, sens), reference) < TOLERANCE
+
+
+def test_atommic_rss_with_sense_initializer_refused() -> None:
+    """ATOMMIC feeds a 'sense' initialiser the pipeline's RSS image under RSS coil combination: refused, with why."""
+    state = load_file(DATA / "atommic_recurrentvarnet_uncentred.safetensors")
+    config, _ = _fixture("atommic_recurrentvarnet_uncentred")
+    config = {k: v for k, v in config.items() if k != "kind"}
+    assert config["coil_combination_method"] == "RSS" and config["initializer_initialization"] == "zero_filled"
+    convert_atommic_state_dict(state, "recurrentvarnet", config)  # the reproduced pairing still loads
+    with pytest.raises(ConversionError, match="initializer_initialization='sense' with coil_combination_method='RSS'"):
+        convert_atommic_state_dict(state, "recurrentvarnet", config, initializer_initialization="sense")
+
+
+def test_direct_rim_steps_refused_unless_one() -> None:
+    state = load_file(DATA / "direct_rim.safetensors")
+    config, _ = _fixture("direct_rim")
+    config = {k: v for k, v in config.items() if k != "kind"}
+    convert_direct_state_dict(state, "rim", **config, steps=1)
+    with pytest.raises(ConversionError, match="steps=2 is not supported: only steps=1"):
+        convert_direct_state_dict(state, "rim", **config, steps=2)
+
+
+def _lightning_ckpt(path: Path, case: str, extra: object = None) -> dict:
+    omegaconf = pytest.importorskip("omegaconf")
+    config, arrays = _fixture(case)
+    cfg = omegaconf.OmegaConf.create({k: v for k, v in config.items() if k != "kind"})
+    hparams = {"cfg": cfg} if extra is None else {"cfg": cfg, "extra": extra}
+    torch.save({"state_dict": load_file(DATA / f"{case}.safetensors"), "hyper_parameters": hparams}, path)
+    return arrays
+
+
+def test_lightning_checkpoint_with_omegaconf_hyper_parameters(tmp_path: Path) -> None:
+    """The OmegaConf config is read through an allow-list and used as the model config."""
+    arrays = _lightning_ckpt(tmp_path / "cirim.ckpt", "atommic_cirim")
+    with pytest.raises(pickle.UnpicklingError):  # plain weights_only loading refuses it
+        torch.load(tmp_path / "cirim.ckpt", weights_only=True)
+    state, config = read_state_dict(tmp_path / "cirim.ckpt")
+    assert isinstance(config, dict) and type(config["time_steps"]) is int
+    model = load_atommic_checkpoint(tmp_path / "cirim.ckpt", "cirim").double()  # no overrides: config from the file
+    kspace, mask, sens = from_real_pair(arrays["masked_kspace"], arrays["mask"], arrays["sens_maps"])
+    reference = torch.view_as_complex(arrays["outputs"][-1, -1].contiguous())
+    with torch.no_grad():
+        assert _rel(model(kspace, mask, sens), reference) < TOLERANCE
+
+
+def test_lightning_checkpoint_with_a_payload_is_still_refused(tmp_path: Path) -> None:
+    class Payload:
+        def __reduce__(self):
+            return (print, ("executed",))
+
+    _lightning_ckpt(tmp_path / "evil.ckpt", "atommic_cirim", extra=Payload())
+    with pytest.raises(ValueError, match=r"refusing to unpickle it: it needs builtins\.print"):
+        read_state_dict(tmp_path / "evil.ckpt")
+
+
+def test_lightning_omegaconf_checkpoint_without_omegaconf(tmp_path: Path, monkeypatch) -> None:
+    """Without omegaconf: plain checkpoints still load; an OmegaConf one gets one line saying what to install."""
+    _lightning_ckpt(tmp_path / "cirim.ckpt", "atommic_cirim")
+    torch.save({"state_dict": load_file(DATA / "atommic_rim.safetensors")}, tmp_path / "plain.ckpt")
+    monkeypatch.setitem(sys.modules, "omegaconf", None)  # import omegaconf now fails
+    assert read_state_dict(tmp_path / "plain.ckpt")[1] is None
+    with pytest.raises(ValueError, match="install omegaconf") as info:
+        read_state_dict(tmp_path / "cirim.ckpt")
+    assert "\n" not in str(info.value)
