@@ -31,7 +31,6 @@ from typing import Any
 
 import yaml
 
-from recon._atomic import atomic_write
 from recon.data.keys import MaskType
 
 __all__ = [
@@ -353,8 +352,10 @@ def config_to_dict(config: ReconConfig) -> dict[str, Any]:
 
 def save_config(config: ReconConfig, path: str | os.PathLike) -> Path:
     """Write the resolved config as YAML, atomically and with normal file permissions
-    (:func:`recon._atomic.atomic_write`)."""
+    (:func:`recvision.utils.atomic.atomic_write`)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     text = yaml.safe_dump(config_to_dict(config), sort_keys=False)
+    from recvision.utils.atomic import atomic_write
+
     return atomic_write(path, lambda tmp: Path(tmp).write_text(text))

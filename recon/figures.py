@@ -27,7 +27,6 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
-from recon._atomic import atomic_write
 from recon.metrics import nmse_per_slice, psnr_per_slice, ssim_per_slice
 
 __all__ = ["comparison_figure", "mask_image", "slice_metrics"]
@@ -120,6 +119,8 @@ def comparison_figure(
     if title:
         fig.suptitle(title, fontsize=10)
     path.parent.mkdir(parents=True, exist_ok=True)
+    from recvision.utils.atomic import atomic_write
+
     return atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110), suffix=".png")
 
 

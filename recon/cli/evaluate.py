@@ -25,7 +25,6 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from recon._atomic import atomic_write
 from recon.cli._common import CLIError, error_line
 
 HELP = "SSIM / PSNR / NMSE of predictions against targets (fastMRI definitions)"
@@ -212,6 +211,8 @@ def write_csv(rows: list[dict[str, object]], path: Path) -> None:
             writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
             writer.writeheader()
             writer.writerows(rows)
+
+    from recvision.utils.atomic import atomic_write
 
     try:
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -34,7 +34,6 @@ import h5py
 import numpy as np
 import torch
 
-from recon._atomic import atomic_write
 from recon.data.keys import Challenge, FastMRIKey
 from recon.data.sources import SOURCES, pick_source, source_images
 from recon.data.subsample import seed_from_fname
@@ -306,6 +305,8 @@ def write_volume(
             hf.create_dataset(str(FastMRIKey.ISMRMRD_HEADER), data=np.bytes_(header))
             for key, value in attrs.items():
                 hf.attrs[str(key)] = value
+
+    from recvision.utils.atomic import atomic_write
 
     return atomic_write(path, write)
 

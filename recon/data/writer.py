@@ -19,7 +19,6 @@ import h5py
 import numpy as np
 import torch
 
-from recon._atomic import atomic_write
 from recon.data.keys import FastMRIKey
 from recon.ops import center_crop  # re-exported: the one centre crop (recon.ops._shapes)
 from recon.provenance import write_provenance
@@ -76,6 +75,8 @@ def save_reconstructions(
     Raises:
         ValueError: If a volume is complex, not 3-D, non-finite or smaller than its crop; names the file.
     """
+    from recvision.utils.atomic import atomic_write
+
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     prepared: dict[Path, np.ndarray] = {}

@@ -19,8 +19,6 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from recon._atomic import atomic_dir, atomic_write
-
 __all__ = ["load_checkpoint", "load_model", "save_checkpoint"]
 
 WEIGHTS = "model.safetensors"
@@ -75,6 +73,8 @@ def save_checkpoint(
         "optimizer": None if optimizer is None else optimizer.state_dict(),
         "scheduler": None if scheduler is None else scheduler.state_dict(),
     }
+
+    from recvision.utils.atomic import atomic_dir, atomic_write
 
     def fill(folder: Path) -> None:
         atomic_write(folder / WEIGHTS, lambda f: save_file(tensors, f))

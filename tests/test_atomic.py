@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from recon._atomic import atomic_write
+from recvision.utils.atomic import atomic_write
 
 
 def test_new_file_gets_the_umask_permissions(tmp_path: Path) -> None:
@@ -43,7 +43,7 @@ def umask_022():
 
 
 def test_atomic_dir_gets_normal_permissions_and_replaces_the_old_folder(tmp_path: Path, umask_022) -> None:
-    from recon._atomic import atomic_dir
+    from recvision.utils.atomic import atomic_dir
 
     target = tmp_path / "ckpt"
     target.mkdir()
@@ -55,7 +55,7 @@ def test_atomic_dir_gets_normal_permissions_and_replaces_the_old_folder(tmp_path
 
 
 def test_failed_atomic_dir_keeps_the_old_folder(tmp_path: Path) -> None:
-    from recon._atomic import atomic_dir
+    from recvision.utils.atomic import atomic_dir
 
     target = tmp_path / "ckpt"
     target.mkdir()
@@ -76,7 +76,7 @@ def test_config_and_checkpoint_get_normal_permissions(tmp_path: Path, umask_022)
     from recon.models import create_model
     from recon.training import save_checkpoint
 
-    repo = Path(__file__).resolve().parents[2]
+    repo = Path(__file__).resolve().parents[1]
     path = save_config(load_config(repo / "configs" / "recon" / "rim.yaml"), tmp_path / "run" / "config.yaml")
     assert path.stat().st_mode & 0o777 == 0o644
     config = {"num_steps": 1, "hidden_channels": 2}
@@ -111,13 +111,11 @@ def _slow_writer(payload: bytes, started, release):
     return write
 
 
-@pytest.mark.parametrize("writer", ["recon", "recvision"])
-def test_two_concurrent_writers_never_mix(tmp_path: Path, writer: str) -> None:
+def test_two_concurrent_writers_never_mix(tmp_path: Path) -> None:
     """Two writers of the same target at once: the result is one of the two whole files, never a blend, and no
-    temporary is left (finetune's fixed `.{name}.tmp` made the second writer write into the first one's file)."""
+    temporary is left (unique temporaries: a fixed `.{name}.tmp` would make the second writer write into the
+    first one's file)."""
     import threading
-
-    from recvision.finetune import _atomic_write as finetune_write
 
     target = tmp_path / "out.bin"
     payloads = [b"A" * 100_000, b"B" * 100_000]
@@ -126,12 +124,8 @@ def test_two_concurrent_writers_never_mix(tmp_path: Path, writer: str) -> None:
     errors: list[BaseException] = []
 
     def run(index: int) -> None:
-        write = _slow_writer(payloads[index], started[index], release)
         try:
-            if writer == "recon":
-                atomic_write(target, write)
-            else:
-                finetune_write(target, lambda tmp: write(str(tmp)))
+            atomic_write(target, _slow_writer(payloads[index], started[index], release))
         except BaseException as err:  # noqa: BLE001 - reported below
             errors.append(err)
 
@@ -147,10 +141,29 @@ def test_two_concurrent_writers_never_mix(tmp_path: Path, writer: str) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.bin"]
 
 
-def test_finetune_does_not_import_the_mri_stack() -> None:
+def test_one_writer_for_both_packages() -> None:
+    """recon and recvision.finetune write through recvision.utils.atomic; recon has no writer of its own."""
+    import recon
+    import recvision.finetune.checkpoint as finetune_checkpoint
+
+    assert finetune_checkpoint.atomic_write is atomic_write
+    recon_dir = Path(recon.__file__).parent
+    assert not (recon_dir / "_atomic.py").exists()
+    assert not [p for p in recon_dir.rglob("*.py") if "recon._atomic" in p.read_text()]
+
+
+def test_finetune_does_not_import_the_mri_stack(tmp_path: Path) -> None:
     import subprocess
     import sys
 
-    code = "import sys, recvision.finetune; print(sorted(m for m in sys.modules if m.startswith('recon')))"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.strip() == "[]"  # recon._atomic is imported lazily, at the first write
+    code = (
+        "import sys; from pathlib import Path; import recvision.finetune; "
+        "from recvision.finetune.checkpoint import save_results; save_results(Path(sys.argv[1]), {'a': 1}); "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'recon'))"
+    )
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, check=True, env=env
+    )
+    assert out.stdout.strip() == "[]" and (tmp_path / "results.json").is_file()

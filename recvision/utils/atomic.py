@@ -6,8 +6,9 @@ processes writing the same target never write into each other's temporary: the l
 the permissions of a normal new file or folder (``0o666`` / ``0o777`` less the umask), not ``mkstemp``'s owner-only
 ``0o600`` / ``0o700``.
 
-This module imports only the standard library and ``recon/__init__`` holds only the version, so
-``recvision.finetune`` uses it too without importing the MRI stack.
+The one atomic writer of both packages: ``recvision.finetune`` and every file ``recon`` writes (``recon`` may import
+``recvision``, not the reverse). It imports only the standard library; ``recon`` imports it inside its writing
+functions, so that importing ``recon`` does not import timm through ``recvision/__init__``.
 """
 
 from __future__ import annotations

@@ -1,0 +1,141 @@
+"""The command line of ``recvision-finetune``: the parser (names follow timm's ``train.py``) and the checks that need
+no model or data."""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import difflib
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import timm
+
+from recvision.data.builtin import BUILTIN_DATASETS
+
+__all__ = ["PROG", "FinetuneError", "build_parser", "parse_args"]
+
+PROG = "recvision-finetune"
+
+
+class FinetuneError(ValueError):
+    """A bad argument or input, reported to the user as one line."""
+
+
+def _model_kwargs(text: str) -> tuple[str, Any]:
+    key, sep, value = text.partition("=")
+    if not sep or not key.isidentifier():
+        raise argparse.ArgumentTypeError(f"expected key=value, got {text!r}")
+    try:
+        return key, ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+        return key, value  # a bare word, e.g. global_pool=avg
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command-line interface (names follow timm's ``train.py`` where it has them)."""
+    p = argparse.ArgumentParser(prog=PROG, description="Fine-tune a timm model (recvision's or timm's).")
+    p.add_argument("--model", required=True, help="timm model name, e.g. vir_femto, lightnet_tiny, resnet18")
+    p.add_argument(
+        "--model-kwargs",
+        nargs="*",
+        type=_model_kwargs,
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra create_model arguments, e.g. embed_dim=64 depth=4",
+    )
+    p.add_argument(
+        "--data",
+        required=True,
+        help=f"ImageFolder root (with train/ and val/, or class folders) or one of {sorted(BUILTIN_DATASETS)}",
+    )
+    p.add_argument("--val-split", type=float, default=0.2, help="held-out share when the data has no val split")
+    p.add_argument("--img-size", type=int, default=None, help="input side (default: the model's)")
+    p.add_argument("--crop-pct", type=float, default=None, help="eval crop fraction (default: 1.0 for built-ins)")
+    p.add_argument(
+        "--aug",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="random training augmentation (default: on for folders, per dataset for built-ins)",
+    )
+    p.add_argument("--hflip", type=float, default=0.5, help="horizontal flip probability when augmenting")
+    p.add_argument("--mixup", type=float, default=0.0, help="mixup alpha (0 = off)")
+    p.add_argument("--cutmix", type=float, default=0.0, help="cutmix alpha (0 = off)")
+    p.add_argument("--smoothing", type=float, default=0.0, help="label smoothing")
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--steps-per-epoch", type=int, default=None, help="cap on updates per epoch (quick runs)")
+    p.add_argument(
+        "--stop-after-epochs",
+        type=int,
+        default=None,
+        help="end this job after N epochs, keeping the --epochs schedule (continue with --resume)",
+    )
+    p.add_argument("--batch-size", "-b", type=int, default=64, help="per process")
+    p.add_argument("--opt", default="adamw", help="timm optimizer name")
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--weight-decay", type=float, default=0.05)
+    p.add_argument("--momentum", type=float, default=0.9)
+    p.add_argument("--clip-grad", type=float, default=None, help="gradient-norm clip")
+    p.add_argument("--sched", default="cosine", help="timm scheduler name")
+    p.add_argument("--warmup-epochs", type=int, default=0)
+    p.add_argument("--warmup-lr", type=float, default=1e-5)
+    p.add_argument("--min-lr", type=float, default=0.0)
+    p.add_argument("--drop-path", type=float, default=None, help="stochastic depth rate")
+    p.add_argument("--pretrained-file", default=None, help="local weights (.safetensors, .pth) to start from")
+    p.add_argument("--output", default=None, help="checkpoint folder (default: no checkpoints)")
+    p.add_argument("--resume", default=None, help="checkpoint folder of a previous run to continue")
+    p.add_argument(
+        "--amp",
+        choices=("auto", "bf16", "fp16", "off"),
+        default="auto",
+        help="mixed precision; auto = bf16/fp16 on CUDA, off on the CPU",
+    )
+    p.add_argument("--device", default=None, help="default: cuda:LOCAL_RANK if available, else cpu")
+    p.add_argument("--workers", "-j", type=int, default=0, help="data-loader processes")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--eval-splits", default="train,val", help="splits in the final table")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="tqdm progress bar")
+    return p
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """Parse and check the arguments that need no model or data (raises :class:`FinetuneError`)."""
+    from recvision.finetune.checkpoint import STATE  # here: checkpoint.py raises this module's FinetuneError
+
+    args = build_parser().parse_args(argv)
+    positive = {"epochs": args.epochs, "batch-size": args.batch_size, "lr": args.lr}
+    if args.img_size is not None:
+        positive["img-size"] = args.img_size
+    if args.steps_per_epoch is not None:
+        positive["steps-per-epoch"] = args.steps_per_epoch
+    if args.stop_after_epochs is not None:
+        positive["stop-after-epochs"] = args.stop_after_epochs
+    for name, value in positive.items():
+        if not value > 0:
+            raise FinetuneError(f"--{name} must be positive; got {value}")
+    for name in ("mixup", "cutmix", "smoothing", "weight_decay", "warmup_epochs", "min_lr", "workers"):
+        if getattr(args, name) < 0:
+            raise FinetuneError(f"--{name.replace('_', '-')} must be >= 0; got {getattr(args, name)}")
+    if not 0 < args.val_split < 1:
+        raise FinetuneError(f"--val-split must be in (0, 1); got {args.val_split}")
+    if args.crop_pct is not None and not 0 < args.crop_pct <= 1:
+        raise FinetuneError(f"--crop-pct must be in (0, 1]; got {args.crop_pct}")
+    splits = [s for s in args.eval_splits.split(",") if s]
+    if not splits or set(splits) - {"train", "val"}:
+        raise FinetuneError(f"--eval-splits must be a comma list of train, val; got {args.eval_splits!r}")
+    args.eval_splits = splits
+    args.model_kwargs = dict(args.model_kwargs)
+    if not timm.is_model(args.model):
+        close = difflib.get_close_matches(args.model, timm.list_models(), n=3)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        raise FinetuneError(f"--model: unknown timm model {args.model!r}{hint}")
+    if args.pretrained_file is not None and not Path(args.pretrained_file).is_file():
+        raise FinetuneError(f"--pretrained-file: no such file {args.pretrained_file!r}")
+    if args.resume is not None and not (Path(args.resume) / STATE).is_file():
+        raise FinetuneError(f"--resume: {args.resume!r} holds no checkpoint ({STATE} missing)")
+    if args.resume is None and args.output is not None and (Path(args.output) / STATE).exists():
+        raise FinetuneError(
+            f"--output: {args.output!r} already holds a checkpoint; pass --resume {args.output} or another --output"
+        )
+    return args
