@@ -36,6 +36,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from recon.models import MODEL_NAMES
+
 SIZE = (128, 128)
 COILS = 8
 # (source, volumes, slices) per split; seeds make the splits disjoint draws
@@ -55,7 +57,7 @@ REAL_PARTS = [("epi_heldout", 2, 4, (128, 128)), ("abdomen", 1, 2, (128, 128)), 
 REAL_NOISE = {"low": 0.001, "realistic": 0.02}
 SETTINGS = [(4, 0.08), (8, 0.04)]
 MASK_TYPES = ("equispaced_fraction", "random")
-MODELS = ("cirim", "rim", "recurrentvarnet")
+MODELS = MODEL_NAMES  # the recon models, each with shipped default weights
 CS_GRID = {"tv": [3e-3, 1e-2, 3e-2, 1e-1], "wavelet": [3e-4, 1e-3, 3e-3, 1e-2]}
 
 

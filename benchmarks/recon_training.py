@@ -29,7 +29,6 @@ import time
 from pathlib import Path
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "recon"
-MODELS = ("cirim", "rim", "recurrentvarnet")
 MODES = [("fp32", False), ("fp32", True), ("bf16", False), ("bf16", True)]
 
 
@@ -106,7 +105,7 @@ def _run_child(args: list[str], threads: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", choices=("steps", "data"), help="run one table")
-    parser.add_argument("--models", default=",".join(MODELS))
+    parser.add_argument("--models", default=None, help="comma-separated model names (default: every recon model)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--steps", type=int, default=3, help="steps per timed block (%(default)s)")
     parser.add_argument("--repeats", type=int, default=3, help="timed blocks; the median is reported (%(default)s)")
@@ -116,6 +115,8 @@ def main() -> None:
     args = parser.parse_args()
 
     import torch
+
+    from recon.models import MODEL_NAMES
 
     torch.set_num_threads(args.threads)
     if args.child is not None:
@@ -128,7 +129,7 @@ def main() -> None:
     if args.only in (None, "steps"):
         print("| model | precision | channels-last | s / step | steps / s | vs fp32 NCHW | peak MiB |")
         print("|---|---|---|---:|---:|---:|---:|")
-        for name in [m.strip() for m in args.models.split(",") if m.strip()]:
+        for name in [m.strip() for m in (args.models or ",".join(MODEL_NAMES)).split(",") if m.strip()]:
             base = None
             for precision, channels_last in MODES:
                 r = _run_child(["steps", name, precision, channels_last, args.steps, args.repeats], args.threads)

@@ -291,13 +291,14 @@ def load_atommic_checkpoint(
     Returns:
         Our model in eval mode, with the converted weights (dtype as stored).
     """
-    from recon.models import create_model
+    from recon.models import build_model
 
     state, stored = read_state_dict(source)
     if config is None and stored is not None:
         config = stored.get("model", stored) if isinstance(stored, Mapping) else None
     converted, ours = convert_atommic_state_dict(state, model, config, drop_sensitivity_model, **overrides)
-    net = create_model(model, **ours)
+    # built empty and cast first, so weights stored in float64 load without rounding to float32
+    net = build_model(model, ours)
     net = net.to(next(iter(converted.values())).dtype)
     net.load_state_dict(converted, strict=True)
     return net.eval()

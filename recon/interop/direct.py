@@ -319,11 +319,12 @@ def load_direct_checkpoint(source: StateSource, model: str = "recurrentvarnet", 
     Returns:
         Our model in eval mode, with the converted weights (dtype as stored).
     """
-    from recon.models import create_model
+    from recon.models import build_model
 
     state, _ = read_state_dict(source)
     converted, ours = convert_direct_state_dict(state, model, **config)
-    net = create_model(model, **ours)
+    # built empty and cast first, so weights stored in float64 load without rounding to float32
+    net = build_model(model, ours)
     dtype = next(iter(converted.values())).dtype
     net = net.to(dtype)
     net.load_state_dict(converted, strict=True)
