@@ -1,17 +1,6 @@
 """Reusable ``nn.Module`` building blocks for MRI reconstruction networks."""
 
-from recon.layers.dc import (
-    ConjugateGradientDC,
-    HardDataConsistency,
-    LogLikelihoodGradient,
-    SoftDataConsistency,
-    soft_data_consistency,
-)
+from recon.layers import dc
+from recon.layers.dc import *  # noqa: F403 - the public names of dc.py, listed once there
 
-__all__ = [
-    "ConjugateGradientDC",
-    "HardDataConsistency",
-    "LogLikelihoodGradient",
-    "SoftDataConsistency",
-    "soft_data_consistency",
-]
+__all__ = list(dc.__all__)
