@@ -14,8 +14,8 @@ The sequence is cut into ``NT = ceil(T / BT)`` chunks of ``BT`` tokens (the last
   gamma^(i+1) q h)`` per ``(V-block, chunk, b*h)``, and the gradients ``dv``, ``dq``, ``dk`` per
   ``(block, chunk, b*h)``.
 
-This module keeps what is retention's own: the chunk-size limit, the gradient of the log decays (from ``dq`` and
-``dk``, :func:`~recvision.ops.retention.common.retention_log_decay_grad`) and the autograd function.
+This module keeps what is retention's own: the chunk-size limit and the host functions that
+:class:`~recvision.ops.retention.common.TritonRetentionFunction` (the autograd function of both Triton forms) runs.
 
 Element-wise maths runs in float32 (float64 for float64 inputs). ``tl.dot`` operands are in the input dtype for
 float16/bfloat16 (tensor cores, float32 accumulation) and float32 with ``input_precision="ieee"`` otherwise.
@@ -24,15 +24,16 @@ float16/bfloat16 (tensor cores, float32 accumulation) and float32 with ``input_p
 
 from __future__ import annotations
 
+from functools import partial
+
 import torch
 
 from ..common.chunk_o import chunk_bwd_dqkv, chunk_fwd_o
 from ..common.chunk_state import chunk_fwd_h
-from ..common.triton_utils import check_chunk_size, check_head_dims, kernel_dtypes
-from ..utils.guards import input_guard
-from .common import retention_log_decay_grad
+from ..common.triton_utils import check_chunk_size, check_head_dims
+from .common import triton_retention
 
-__all__ = ["ChunkRetentionFunction", "chunk_retention_triton"]
+__all__ = ["chunk_retention_bwd", "chunk_retention_fwd", "chunk_retention_triton"]
 
 # largest chunk: a [BT, BT] score tile of 256 x 256 float32 is the most one program holds
 MAX_CHUNK = 256
@@ -62,65 +63,11 @@ def chunk_retention_bwd(
     initial_state: torch.Tensor | None,
     do: torch.Tensor,
     dht: torch.Tensor | None,
+    grad_dtype: torch.dtype | None,
     chunk_size: int,
-    final_state: torch.Tensor | None = None,
-    need_dg: bool = False,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
-    """Backward pass on contiguous inputs.
-
-    Returns ``dq, dk, dv`` (input dtype), ``dh0`` (or ``None``) and, if ``need_dg``, the gradient of the log
-    decays ``dg [H]`` (else ``None``; ``final_state`` is needed for it when ``dht`` is given).
-    """
-    # dg is computed from dq and dk: keep them in the accumulation dtype until then
-    grad_dtype = kernel_dtypes(q.dtype)[0] if need_dg else None
-    dq, dk, dv, dh0 = chunk_bwd_dqkv(q, k, v, g, None, None, scale, initial_state, do, dht, chunk_size, grad_dtype)
-    dg = None
-    if need_dg:
-        dg = retention_log_decay_grad(q, k, dq, dk, final_state, dht)
-        dq, dk = dq.to(q.dtype), dk.to(k.dtype)
-    if dh0 is not None:
-        dh0 = dh0.to(initial_state.dtype)
-    return dq, dk, dv, dh0, dg
-
-
-class ChunkRetentionFunction(torch.autograd.Function):
-    """Autograd wrapper of the chunk kernels; differentiable w.r.t. ``q, k, v, g, initial_state``."""
-
-    @staticmethod
-    @input_guard
-    def forward(
-        ctx,
-        q: torch.Tensor,
-        k: torch.Tensor,
-        v: torch.Tensor,
-        g: torch.Tensor,
-        scale: float,
-        initial_state: torch.Tensor | None,
-        output_final_state: bool,
-        chunk_size: int,
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        o, ht = chunk_retention_fwd(q, k, v, g, scale, initial_state, output_final_state, chunk_size)
-        ctx.save_for_backward(q, k, v, g, initial_state, ht)
-        ctx.scale = scale
-        ctx.chunk_size = chunk_size
-        return o, ht
-
-    @staticmethod
-    @input_guard
-    def backward(ctx, do: torch.Tensor, dht: torch.Tensor | None):
-        q, k, v, g, initial_state, ht = ctx.saved_tensors
-        need_dg = ctx.needs_input_grad[3]
-        dq, dk, dv, dh0, dg = chunk_retention_bwd(
-            q, k, v, g, ctx.scale, initial_state, do, dht, ctx.chunk_size, final_state=ht, need_dg=need_dg
-        )
-        if dg is not None:
-            dg = dg.to(g.dtype)
-        return dq, dk, dv, dg, None, dh0, None, None
-
-
-def _prepare_g(g_gamma: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
-    """Log decays as a contiguous accumulation-dtype tensor on ``q``'s device (still attached to the graph)."""
-    return g_gamma.to(device=q.device, dtype=kernel_dtypes(q.dtype)[0]).contiguous()
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Backward pass on contiguous inputs; returns ``dq, dk`` (in ``grad_dtype``), ``dv`` and ``dh0`` (or ``None``)."""
+    return chunk_bwd_dqkv(q, k, v, g, None, None, scale, initial_state, do, dht, chunk_size, grad_dtype)
 
 
 def chunk_retention_triton(
@@ -148,5 +95,6 @@ def chunk_retention_triton(
     """
     check_head_dims("chunk_retention", q.shape[-1], v.shape[-1])
     check_chunk_size("chunk_retention", chunk_size, MAX_CHUNK)
-    g = _prepare_g(g_gamma, q)
-    return ChunkRetentionFunction.apply(q, k, v, g, scale, initial_state, output_final_state, chunk_size)
+    fwd = partial(chunk_retention_fwd, chunk_size=chunk_size)
+    bwd = partial(chunk_retention_bwd, chunk_size=chunk_size)
+    return triton_retention(q, k, v, g_gamma, scale, initial_state, output_final_state, fwd, bwd)

@@ -32,10 +32,9 @@ from ..common.triton_utils import (
     state_tile,
     store_state,
 )
-from ..utils.guards import input_guard
-from .common import retention_log_decay_grad
+from .common import triton_retention
 
-__all__ = ["FusedRecurrentRetentionFunction", "fused_recurrent_retention_triton"]
+__all__ = ["fused_recurrent_retention_bwd", "fused_recurrent_retention_fwd", "fused_recurrent_retention_triton"]
 
 # elements of the [BK, BV] state one program keeps in registers
 MAX_STATE_BLOCK = 4096
@@ -215,20 +214,14 @@ def fused_recurrent_retention_bwd(
     initial_state: torch.Tensor | None,
     do: torch.Tensor,
     dht: torch.Tensor | None,
-    final_state: torch.Tensor | None = None,
-    need_dg: bool = False,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
-    """Backward pass on contiguous inputs.
-
-    Returns ``dq, dk, dv`` (input dtype), ``dh0`` (or ``None``) and, if ``need_dg``, the gradient of the log
-    decays ``dg [H]`` (else ``None``; ``final_state`` is needed for it when ``dht`` is given).
-    """
+    grad_dtype: torch.dtype | None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Backward pass on contiguous inputs; returns ``dq, dk`` (in ``grad_dtype``), ``dv`` and ``dh0`` (or ``None``)."""
     B, T, H, K = q.shape
     V = v.shape[-1]
     acc, ACC = kernel_dtypes(q.dtype)[:2]
 
-    # dg is computed from dq and dk: keep them in the accumulation dtype until then
-    grad_dtype = acc if need_dg else q.dtype
+    grad_dtype = grad_dtype or q.dtype
     BV_full, BK = _blocks(V, K)
     dq = torch.empty_like(q, dtype=grad_dtype)
     fused_recurrent_retention_fwd_kernel[(triton.cdiv(K, BK), B * H)](
@@ -247,45 +240,7 @@ def fused_recurrent_retention_bwd(
         BK=BK_full, BV=BV, ACC=ACC, USE_FINAL_STATE_GRADIENT=dht is not None,
         STORE_INITIAL_STATE_GRADIENT=dh0 is not None, num_warps=4,
     )  # fmt: skip
-    dk = dk.sum(0) if NV > 1 else dk[0]
-    dg = None
-    if need_dg:
-        dg = retention_log_decay_grad(q, k, dq, dk, final_state, dht)
-    if dh0 is not None:
-        dh0 = dh0.to(initial_state.dtype)
-    return dq.to(q.dtype), dk.to(k.dtype), dv, dh0, dg
-
-
-class FusedRecurrentRetentionFunction(torch.autograd.Function):
-    """Autograd wrapper of the fused recurrent kernels; differentiable w.r.t. ``q, k, v, g, initial_state``."""
-
-    @staticmethod
-    @input_guard
-    def forward(
-        ctx,
-        q: torch.Tensor,
-        k: torch.Tensor,
-        v: torch.Tensor,
-        g: torch.Tensor,
-        scale: float,
-        initial_state: torch.Tensor | None,
-        output_final_state: bool,
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        o, ht = fused_recurrent_retention_fwd(q, k, v, g, scale, initial_state, output_final_state)
-        ctx.save_for_backward(q, k, v, g, initial_state, ht)
-        ctx.scale = scale
-        return o, ht
-
-    @staticmethod
-    @input_guard
-    def backward(ctx, do: torch.Tensor, dht: torch.Tensor | None):
-        q, k, v, g, initial_state, ht = ctx.saved_tensors
-        dq, dk, dv, dh0, dg = fused_recurrent_retention_bwd(
-            q, k, v, g, ctx.scale, initial_state, do, dht, final_state=ht, need_dg=ctx.needs_input_grad[3]
-        )
-        if dg is not None:
-            dg = dg.to(g.dtype)
-        return dq, dk, dv, dg, None, dh0, None
+    return dq, dk.sum(0) if NV > 1 else dk[0], dv, dh0
 
 
 def fused_recurrent_retention_triton(
@@ -311,5 +266,5 @@ def fused_recurrent_retention_triton(
         ValueError: for ``K`` or ``V`` above 256.
     """
     check_head_dims("fused_recurrent_retention", q.shape[-1], v.shape[-1])
-    g = g_gamma.to(device=q.device, dtype=kernel_dtypes(q.dtype)[0]).contiguous()
-    return FusedRecurrentRetentionFunction.apply(q, k, v, g, scale, initial_state, output_final_state)
+    fwd, bwd = fused_recurrent_retention_fwd, fused_recurrent_retention_bwd
+    return triton_retention(q, k, v, g_gamma, scale, initial_state, output_final_state, fwd, bwd)
