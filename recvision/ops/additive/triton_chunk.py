@@ -48,18 +48,9 @@ MAX_CHUNK = 128
 
 @triton.jit(do_not_specialize=["T"])
 def additive_fwd_A_kernel(
-    q,
-    k,
-    g,
-    z,
-    A,
-    T,
-    H: tl.constexpr,
-    K: tl.constexpr,
-    BT: tl.constexpr,
-    BK: tl.constexpr,
-    ACC: tl.constexpr,
-):
+    q, k, g, z, A, T,
+    H: tl.constexpr, K: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr, ACC: tl.constexpr,
+):  # fmt: skip
     i_t, i_bh = tl.program_id(0), tl.program_id(1)
     i_b, i_h, i_bh64, NT = chunk_program(i_bh, T, H, BT)
 

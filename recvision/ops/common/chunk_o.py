@@ -69,27 +69,11 @@ def head_decay_scores(b_A, b_g, o_t, ACC: tl.constexpr):
 
 @triton.jit(do_not_specialize=["T"])
 def chunk_fwd_o_kernel(
-    q,
-    k,
-    v,
-    h,
-    g,
-    z,
-    A,
-    o,
-    scale,
-    T,
-    H: tl.constexpr,
-    K: tl.constexpr,
-    V: tl.constexpr,
-    BT: tl.constexpr,
-    BK: tl.constexpr,
-    BV: tl.constexpr,
-    ACC: tl.constexpr,
-    DT: tl.constexpr,
-    PREC: tl.constexpr,
+    q, k, v, h, g, z, A, o, scale, T,
+    H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
+    ACC: tl.constexpr, DT: tl.constexpr, PREC: tl.constexpr,
     KEY_DECAY: tl.constexpr,
-):
+):  # fmt: skip
     i_v, i_t, i_bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     i_b, i_h, i_c, o_t, m_t, o_row, o_v, m_v, m_tv = chunk_block(i_v, i_t, i_bh, T, H, V, BT, BV)
     if KEY_DECAY:
@@ -128,27 +112,11 @@ def chunk_fwd_o_kernel(
 
 @triton.jit(do_not_specialize=["T"])
 def chunk_bwd_dv_kernel(
-    q,
-    k,
-    g,
-    z,
-    A,
-    do,
-    dh,
-    dv,
-    scale,
-    T,
-    H: tl.constexpr,
-    K: tl.constexpr,
-    V: tl.constexpr,
-    BT: tl.constexpr,
-    BK: tl.constexpr,
-    BV: tl.constexpr,
-    ACC: tl.constexpr,
-    DT: tl.constexpr,
-    PREC: tl.constexpr,
+    q, k, g, z, A, do, dh, dv, scale, T,
+    H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
+    ACC: tl.constexpr, DT: tl.constexpr, PREC: tl.constexpr,
     KEY_DECAY: tl.constexpr,
-):
+):  # fmt: skip
     i_v, i_t, i_bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     i_b, i_h, i_c, o_t, m_t, o_row, o_v, m_v, m_tv = chunk_block(i_v, i_t, i_bh, T, H, V, BT, BV)
     if KEY_DECAY:
@@ -201,26 +169,9 @@ def key_decay_column(
 
 @triton.jit
 def key_decay_intra_dqk(
-    k,
-    g,
-    b_q,
-    b_z,
-    b_dA,
-    b_dq,
-    b_dk,
-    i_b,
-    i_h,
-    i_t,
-    o_t,
-    m_t,
-    o_k,
-    m_k,
-    T,
-    H: tl.constexpr,
-    K: tl.constexpr,
-    BT: tl.constexpr,
-    ACC: tl.constexpr,
-):
+    k, g, b_q, b_z, b_dA, b_dq, b_dk, i_b, i_h, i_t, o_t, m_t, o_k, m_k, T,
+    H: tl.constexpr, K: tl.constexpr, BT: tl.constexpr, ACC: tl.constexpr,
+):  # fmt: skip
     """Add the intra-chunk parts of ``dq`` and ``dk`` ``[BT, BK]`` of the additive form, one key token at a time:
     every key channel ``c`` has its own weight ``exp(g_{j,c} - z_{t,c})`` for ``t >= j``."""
     for j in range(BT):
@@ -234,29 +185,11 @@ def key_decay_intra_dqk(
 
 @triton.jit(do_not_specialize=["T"])
 def chunk_bwd_dqk_kernel(
-    q,
-    k,
-    v,
-    g,
-    z,
-    h,
-    do,
-    dh,
-    dq,
-    dk,
-    scale,
-    T,
-    H: tl.constexpr,
-    K: tl.constexpr,
-    V: tl.constexpr,
-    BT: tl.constexpr,
-    BK: tl.constexpr,
-    BV: tl.constexpr,
-    ACC: tl.constexpr,
-    DT: tl.constexpr,
-    PREC: tl.constexpr,
+    q, k, v, g, z, h, do, dh, dq, dk, scale, T,
+    H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
+    ACC: tl.constexpr, DT: tl.constexpr, PREC: tl.constexpr,
     KEY_DECAY: tl.constexpr,
-):
+):  # fmt: skip
     i_k, i_t, i_bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     i_b, i_h, i_c, o_t, m_t, o_row, o_k, m_k, m_tk = chunk_block(i_k, i_t, i_bh, T, H, K, BT, BK)
 

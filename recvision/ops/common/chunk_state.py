@@ -36,7 +36,7 @@ from .triton_utils import (
     chunk_rows,
     kernel_dtypes,
     load_row_vector,
-    load_state,
+    start_state,
     state_blocks,
     state_tile,
     store_state,
@@ -47,22 +47,10 @@ __all__ = ["chunk_bwd_dh", "chunk_fwd_h"]
 
 @triton.jit
 def chunk_bwd_dqk_states(
-    do,
-    v,
-    p_h,
-    p_dh,
-    o_row,
-    m_t,
-    o_k,
-    m_k,
-    V: tl.constexpr,
-    BT: tl.constexpr,
-    BK: tl.constexpr,
-    BV: tl.constexpr,
-    ACC: tl.constexpr,
-    DT: tl.constexpr,
+    do, v, p_h, p_dh, o_row, m_t, o_k, m_k,
+    V: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, ACC: tl.constexpr, DT: tl.constexpr,
     PREC: tl.constexpr,
-):
+):  # fmt: skip
     """The products of the ``dq`` / ``dk`` kernels of one chunk and K-block, summed over the V-blocks.
 
     ``p_h``, ``p_dh`` point at the chunk's ``[K, V]`` state and state gradient. Returns ``dA = do v^T [BT, BT]`` and
@@ -88,36 +76,18 @@ def chunk_bwd_dqk_states(
 
 @triton.jit(do_not_specialize=["T"])
 def chunk_fwd_h_kernel(
-    k,
-    v,
-    g,
-    z,
-    h,
-    h0,
-    ht,
-    T,
-    H: tl.constexpr,
-    K: tl.constexpr,
-    V: tl.constexpr,
-    BT: tl.constexpr,
-    BK: tl.constexpr,
-    BV: tl.constexpr,
-    ACC: tl.constexpr,
-    DT: tl.constexpr,
-    PREC: tl.constexpr,
-    KEY_DECAY: tl.constexpr,
-    USE_INITIAL_STATE: tl.constexpr,
-    STORE_FINAL_STATE: tl.constexpr,
-):
+    k, v, g, z, h, h0, ht, T,
+    H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
+    ACC: tl.constexpr, DT: tl.constexpr, PREC: tl.constexpr,
+    KEY_DECAY: tl.constexpr, USE_INITIAL_STATE: tl.constexpr, STORE_FINAL_STATE: tl.constexpr,
+):  # fmt: skip
     i_k, i_v, i_bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     i_b, i_h, i_bh64, NT = chunk_program(i_bh, T, H, BT)
     o_k, o_v, m_k, m_v, m_kv, o_kv = state_tile(i_k, i_v, K, V, BK, BV)
     if not KEY_DECAY:
         b_g = tl.load(g + i_h).to(ACC)
 
-    b_h = tl.zeros([BK, BV], dtype=ACC)
-    if USE_INITIAL_STATE:
-        b_h += load_state(h0, i_bh64, K, V, o_kv, m_kv).to(ACC)
+    b_h = start_state(h0, i_bh64, K, V, BK, BV, o_kv, m_kv, ACC, USE_INITIAL_STATE)
 
     for i_t in range(NT):
         i_t64 = tl.cast(i_t, tl.int64)
@@ -152,28 +122,11 @@ def chunk_fwd_h_kernel(
 
 @triton.jit(do_not_specialize=["T"])
 def chunk_bwd_dh_kernel(
-    q,
-    do,
-    g,
-    z,
-    dh,
-    dht,
-    dh0,
-    scale,
-    T,
-    H: tl.constexpr,
-    K: tl.constexpr,
-    V: tl.constexpr,
-    BT: tl.constexpr,
-    BK: tl.constexpr,
-    BV: tl.constexpr,
-    ACC: tl.constexpr,
-    DT: tl.constexpr,
-    PREC: tl.constexpr,
-    KEY_DECAY: tl.constexpr,
-    USE_FINAL_STATE_GRADIENT: tl.constexpr,
-    STORE_INITIAL_STATE_GRADIENT: tl.constexpr,
-):
+    q, do, g, z, dh, dht, dh0, scale, T,
+    H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
+    ACC: tl.constexpr, DT: tl.constexpr, PREC: tl.constexpr,
+    KEY_DECAY: tl.constexpr, USE_FINAL_STATE_GRADIENT: tl.constexpr, STORE_INITIAL_STATE_GRADIENT: tl.constexpr,
+):  # fmt: skip
     i_k, i_v, i_bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     i_b, i_h, i_bh64, NT = chunk_program(i_bh, T, H, BT)
     o_k, o_v, m_k, m_v, m_kv, o_kv = state_tile(i_k, i_v, K, V, BK, BV)
@@ -182,9 +135,7 @@ def chunk_bwd_dh_kernel(
         # scale * gamma^(i+1): how the state before a chunk reaches its queries
         b_dq = scale * tl.exp(b_g * (tl.arange(0, BT) + 1).to(ACC))
 
-    b_dh = tl.zeros([BK, BV], dtype=ACC)
-    if USE_FINAL_STATE_GRADIENT:
-        b_dh += load_state(dht, i_bh64, K, V, o_kv, m_kv).to(ACC)
+    b_dh = start_state(dht, i_bh64, K, V, BK, BV, o_kv, m_kv, ACC, USE_FINAL_STATE_GRADIENT)
 
     for i_r in range(NT):
         i_t = NT - 1 - i_r

@@ -28,7 +28,7 @@ from ..common.triton_utils import (
     check_head_dims,
     head_program,
     kernel_dtypes,
-    load_state,
+    start_state,
     state_tile,
     store_state,
 )
@@ -42,25 +42,11 @@ MAX_STATE_BLOCK = 4096
 
 @triton.jit(do_not_specialize=["T"])
 def fused_recurrent_retention_fwd_kernel(
-    x,
-    k,
-    v,
-    g,
-    y,
-    h0,
-    ht,
-    scale,
-    T,
-    H: tl.constexpr,
-    K: tl.constexpr,
-    V: tl.constexpr,
-    BK: tl.constexpr,
-    BV: tl.constexpr,
-    ACC: tl.constexpr,
-    USE_INITIAL_STATE: tl.constexpr,
-    STORE_FINAL_STATE: tl.constexpr,
+    x, k, v, g, y, h0, ht, scale, T,
+    H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, ACC: tl.constexpr,
     DQ: tl.constexpr,
-):
+    USE_INITIAL_STATE: tl.constexpr, STORE_FINAL_STATE: tl.constexpr,
+):  # fmt: skip
     """The forward walk ``S_t = gamma S_{t-1} + k_t^T v_t``, reading the state at every token.
 
     ``DQ=False`` (the output): ``x = q [B, T, H, K]``, ``y = o = scale q_t S_t [B, T, H, V]``, one program per
@@ -84,9 +70,7 @@ def fused_recurrent_retention_fwd_kernel(
     p_k = k + row * K + o_k
     p_v = v + row * V + o_v
 
-    b_h = tl.zeros([BK, BV], dtype=ACC)
-    if USE_INITIAL_STATE:
-        b_h += load_state(h0, i_bh64, K, V, o_kv, m_kv).to(ACC)
+    b_h = start_state(h0, i_bh64, K, V, BK, BV, o_kv, m_kv, ACC, USE_INITIAL_STATE)
     for _ in range(T):
         b_k = tl.load(p_k, mask=m_k, other=0).to(ACC)
         b_v = tl.load(p_v, mask=m_v, other=0).to(ACC)
@@ -112,27 +96,10 @@ def fused_recurrent_retention_fwd_kernel(
 
 @triton.jit(do_not_specialize=["T"])
 def fused_recurrent_retention_bwd_dkv_kernel(
-    q,
-    k,
-    v,
-    g,
-    do,
-    dk,
-    dv,
-    dht,
-    dh0,
-    scale,
-    T,
-    B,
-    H: tl.constexpr,
-    K: tl.constexpr,
-    V: tl.constexpr,
-    BK: tl.constexpr,
-    BV: tl.constexpr,
-    ACC: tl.constexpr,
-    USE_FINAL_STATE_GRADIENT: tl.constexpr,
-    STORE_INITIAL_STATE_GRADIENT: tl.constexpr,
-):
+    q, k, v, g, do, dk, dv, dht, dh0, scale, T, B,
+    H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, ACC: tl.constexpr,
+    USE_FINAL_STATE_GRADIENT: tl.constexpr, STORE_INITIAL_STATE_GRADIENT: tl.constexpr,
+):  # fmt: skip
     i_v, i_bh = tl.program_id(0), tl.program_id(1)
     i_b, i_h, i_bh64 = head_program(i_bh, H)
     b_gamma = tl.exp(tl.load(g + i_h).to(ACC))
@@ -149,9 +116,7 @@ def fused_recurrent_retention_bwd_dkv_kernel(
     p_dk = dk + row_dk * K + o_k
     p_dv = dv + row * V + o_v
 
-    b_dh = tl.zeros([BK, BV], dtype=ACC)
-    if USE_FINAL_STATE_GRADIENT:
-        b_dh += load_state(dht, i_bh64, K, V, o_kv, m_kv).to(ACC)
+    b_dh = start_state(dht, i_bh64, K, V, BK, BV, o_kv, m_kv, ACC, USE_FINAL_STATE_GRADIENT)
     for _ in range(T):
         b_q = tl.load(p_q, mask=m_k, other=0).to(ACC) * scale
         b_k = tl.load(p_k, mask=m_k, other=0).to(ACC)
