@@ -30,7 +30,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .chunk_state import chunk_bwd_dh, chunk_bwd_dqk_states, chunk_fwd_h
+from .chunk_state import chunk_bwd_dh, chunk_bwd_dqk_states, chunk_fwd_h, chunk_z_bounds
 from .triton_utils import block_size, chunk_launch_meta, chunk_program, chunk_rows, load_row_vector
 
 __all__ = ["chunk_bwd_dqkv", "chunk_fwd_o", "key_decay_column"]
@@ -201,10 +201,7 @@ def chunk_bwd_dqk_kernel(
     if KEY_DECAY:
         b_gk = tl.load(g + o_row[:, None] * K + o_k[None, :], mask=m_tk, other=0).to(ACC)
         b_z = tl.load(z + o_row[:, None] * K + o_k[None, :], mask=m_tk, other=0).to(ACC)
-        t_last = tl.minimum(T, i_t * BT + BT) - 1
-        t_prev = tl.maximum(i_t * BT - 1, 0)
-        b_zl = load_row_vector(z, i_b, i_h, t_last, T, H, K, o_k, m_k).to(ACC)
-        b_zp = load_row_vector(z, i_b, i_h, t_prev, T, H, K, o_k, m_k).to(ACC)
+        b_zl, b_zp = chunk_z_bounds(z, i_b, i_h, i_t, T, H, K, BT, o_k, m_k, ACC)
         b_dq = tl.where(m_tk, b_dq * tl.exp(tl.minimum(b_zp[None, :] - b_z, 0)), 0)
         b_dk = tl.where(m_tk, b_dk * tl.exp(tl.minimum(b_gk - b_zl[None, :], 0)), 0)
         b_dq, b_dk = key_decay_intra_dqk(

@@ -46,6 +46,19 @@ __all__ = ["chunk_bwd_dh", "chunk_fwd_h"]
 
 
 @triton.jit
+def chunk_z_bounds(
+    z, i_b, i_h, i_t, T, H: tl.constexpr, K: tl.constexpr, BT: tl.constexpr, o_k, m_k, ACC: tl.constexpr
+):
+    """``z`` of the additive form at chunk ``i_t``'s last token (``zl``) and at the token before the chunk (``zp``;
+    chunk 0 reads token 0, which only has to be finite), both ``[BK]`` in ``ACC``."""
+    t_last = tl.minimum(T, i_t * BT + BT) - 1
+    t_prev = tl.maximum(i_t * BT - 1, 0)
+    b_zl = load_row_vector(z, i_b, i_h, t_last, T, H, K, o_k, m_k).to(ACC)
+    b_zp = load_row_vector(z, i_b, i_h, t_prev, T, H, K, o_k, m_k).to(ACC)
+    return b_zl, b_zp
+
+
+@triton.jit
 def chunk_bwd_dqk_states(
     do, v, p_h, p_dh, o_row, m_t, o_k, m_k,
     V: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, ACC: tl.constexpr, DT: tl.constexpr,
@@ -98,10 +111,7 @@ def chunk_fwd_h_kernel(
             b_k = tl.load(k + o_row[:, None] * K + o_k[None, :], mask=m_tk, other=0).to(ACC)
             b_gk = tl.load(g + o_row[:, None] * K + o_k[None, :], mask=m_tk, other=0).to(ACC)
             b_v = tl.load(v + o_row[:, None] * V + o_v[None, :], mask=m_t[:, None] & m_v[None, :], other=0).to(ACC)
-            t_last = tl.minimum(T, i_t * BT + BT) - 1
-            t_prev = tl.maximum(i_t * BT - 1, 0)
-            b_zl = load_row_vector(z, i_b, i_h, t_last, T, H, K, o_k, m_k).to(ACC)
-            b_zp = load_row_vector(z, i_b, i_h, t_prev, T, H, K, o_k, m_k).to(ACC)
+            b_zl, b_zp = chunk_z_bounds(z, i_b, i_h, i_t, T, H, K, BT, o_k, m_k, ACC)
             b_kd = tl.where(m_tk, b_k * tl.exp(tl.minimum(b_gk - b_zl[None, :], 0)), 0)
             # chunk 0: b_h is zero, the decay only has to be finite
             b_h = b_h * tl.exp(tl.minimum(b_zp - b_zl, 0))[:, None]
@@ -148,10 +158,7 @@ def chunk_bwd_dh_kernel(
             b_q = tl.load(q + o_row[:, None] * K + o_k[None, :], mask=m_tk, other=0).to(ACC)
             b_z = tl.load(z + o_row[:, None] * K + o_k[None, :], mask=m_tk, other=0).to(ACC)
             b_do = tl.load(do + o_row[:, None] * V + o_v[None, :], mask=m_t[:, None] & m_v[None, :], other=0).to(ACC)
-            t_last = tl.minimum(T, i_t * BT + BT) - 1
-            t_prev = tl.maximum(i_t * BT - 1, 0)
-            b_zl = load_row_vector(z, i_b, i_h, t_last, T, H, K, o_k, m_k).to(ACC)
-            b_zp = load_row_vector(z, i_b, i_h, t_prev, T, H, K, o_k, m_k).to(ACC)
+            b_zl, b_zp = chunk_z_bounds(z, i_b, i_h, i_t, T, H, K, BT, o_k, m_k, ACC)
             b_qd = tl.where(m_tk, b_q * tl.exp(tl.minimum(b_zp[None, :] - b_z, 0)), 0)
             b_dh = b_dh * tl.exp(tl.minimum(b_zp - b_zl, 0))[:, None]
             b_dh += tl.dot(tl.trans(b_qd), b_do, input_precision=PREC)
