@@ -36,9 +36,11 @@ def _run(*extra: str):
 
 @pytest.mark.slow
 def test_loss_falls_on_digits():
-    # recvision's tiny pLSTM leaves the ln(10) plateau within a few dozen updates (the isotropic retention and
-    # additive-recurrence backbones trained from scratch sit on it for ~100, so they are not used here)
-    result = _run("--model", "test_plstm", "--data", "digits", "--epochs", "1", "--steps-per-epoch", "40")
+    # recvision's tiny pLSTM with the reference's head (the four corner tokens concatenated, one classifier weight
+    # per corner) leaves the ln(10) plateau within a few dozen updates; with the default head (their mean) and the
+    # isotropic retention and additive-recurrence backbones trained from scratch it takes longer than this test
+    model = ("--model", "test_plstm", "--model-kwargs", "global_pool=corners")
+    result = _run(*model, "--data", "digits", "--epochs", "1", "--steps-per-epoch", "40")
     losses = [s["loss"] for s in result.steps]
     assert len(losses) == 40 and [s["step"] for s in result.steps] == list(range(1, 41))
     assert np.mean(losses[-5:]) < 0.75 * np.mean(losses[:5]), losses  # measured 0.66

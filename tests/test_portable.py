@@ -59,7 +59,10 @@ except RuntimeError as error:
     report["set_backend"] = str(error)
 report["backend_after"] = config.get_backend()
 report["triton_imported"] = "triton" in sys.modules and sys.modules["triton"] is not None
-report["kernel_modules"] = sorted(name for name in sys.modules if name.startswith("recvision") and "triton" in name)
+report["kernel_modules"] = sorted(
+    name for name in sys.modules
+    if name.startswith("recvision") and ("triton" in name or name.startswith("recvision.ops.common."))
+)
 report["mri_imported"] = sorted(
     name for name in ("monai", "h5py", "skimage", "sklearn", "matplotlib", "recon") if name in sys.modules
 )
@@ -119,9 +122,21 @@ def test_import_does_not_import_mri_or_triton() -> None:
     heavy = ("monai", "h5py", "skimage", "sklearn", "matplotlib", "recon", "nibabel")
     loaded = [name for name in heavy if name in sys.modules]
     loaded += [name for name in sys.modules if name.startswith("recvision") and "triton" in name]
+    loaded += [name for name in sys.modules if name.startswith("recvision.ops.common.")]
     print("REPORT" + json.dumps(sorted(loaded)))
     """
     assert _run(code) == []
+
+
+def test_ops_package_lists_every_op() -> None:
+    """``recvision.ops`` exposes every op folder, without importing a kernel module."""
+    code = """
+    import json, sys
+    import recvision.ops as ops
+    kernels = [name for name in sys.modules if name.startswith("recvision") and "triton" in name]
+    print("REPORT" + json.dumps([sorted(ops.__all__), all(hasattr(ops, name) for name in ops.__all__), kernels]))
+    """
+    assert _run(code) == [["additive", "md_lrpe", "md_tpe", "plstm2d", "retention"], True, []]
 
 
 def test_set_backend_triton_message_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:

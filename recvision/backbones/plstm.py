@@ -5,9 +5,12 @@ Paper: Pöppel et al., "pLSTM: parallelizable Linear Source Transition Mark netw
 ``plstm_vis_{t,s,b}.yaml``). An isotropic encoder over the patch grid: patch 16, a learned 2-D position embedding
 (resampled to other grids), ``depth`` pre-norm blocks alternating P-mode and D-mode pLSTM layers (``"PD"`` pairs,
 12 layers), each block ``x + pLSTM(RMSNorm x)`` then ``x + MLP(RMSNorm x)`` (ratio 4, GELU, ungated), a final
-RMSNorm, and "corner" pooling: the tokens of the four image corners are concatenated, so the classifier reads
-``4 * dim`` features. Each pLSTM layer runs in the four grid orientations (:mod:`recvision.layers.plstm`), so the
-corner tokens are the ones that have seen the whole image along some orientation.
+RMSNorm, and corner pooling: each pLSTM layer runs in the four grid orientations (:mod:`recvision.layers.plstm`), so
+the tokens of the four image corners are the ones that have seen the whole image along some orientation. The
+reference concatenates them (``global_pool="corners"``, ``4 * dim`` features for the classifier); the default here,
+``"corners_avg"``, averages them, so the pooled features are ``dim`` wide like ``forward_features``' tokens, as timm's
+model contract requires of ``num_features`` (a checkpoint trained with the concatenating head loads with
+``global_pool="corners"``).
 
 ``forward_features`` returns the token map channels-last, ``[B, H', W', C]`` (``output_fmt = "NHWC"``).
 No weights are published for pLSTM-Vis in PyTorch; ``pretrained=True`` loads a local file given as
@@ -49,7 +52,7 @@ from ._common import (
 
 __all__ = ["PLSTMVision", "PLSTMBlock", "checkpoint_filter_fn"]
 
-_GLOBAL_POOLS = ("", "avg", "corners")
+_GLOBAL_POOLS = ("", "avg", "corners", "corners_avg")
 
 
 class PLSTMBlock(nn.Module):
@@ -136,7 +139,7 @@ class PLSTMVision(IsotropicClassifierMixin, nn.Module):
         patch_size: int | tuple[int, int] = 16,
         in_chans: int = 3,
         num_classes: int = 1000,
-        global_pool: str = "corners",
+        global_pool: str = "corners_avg",
         embed_dim: int = 768,
         depth: int = 12,
         num_heads: int = 12,
@@ -169,8 +172,9 @@ class PLSTMVision(IsotropicClassifierMixin, nn.Module):
             patch_size: patch size.
             in_chans: input channels.
             num_classes: classifier outputs (0 = no classifier).
-            global_pool: ``"corners"`` (concatenate the four corner tokens: ``4 * embed_dim`` features),
-                ``"avg"`` or ``""`` (no pooling).
+            global_pool: ``"corners_avg"`` (the mean of the four corner tokens: ``embed_dim`` features),
+                ``"corners"`` (the reference head: the four corner tokens concatenated, ``4 * embed_dim`` features),
+                ``"avg"`` (all tokens) or ``""`` (no pooling).
             embed_dim: token width.
             depth: number of blocks (pLSTM layers).
             num_heads: pLSTM heads per block.
@@ -286,9 +290,12 @@ class PLSTMVision(IsotropicClassifierMixin, nn.Module):
 
     def pool(self, x: torch.Tensor) -> torch.Tensor:
         """Pool the token map ``[B, H', W', C]``: ``"corners"`` -> ``[B, 4 C]`` (top-left, top-right,
-        bottom-left, bottom-right), ``"avg"`` -> ``[B, C]``, ``""`` -> unchanged."""
+        bottom-left, bottom-right), ``"corners_avg"`` -> their mean ``[B, C]``, ``"avg"`` -> ``[B, C]``,
+        ``""`` -> unchanged."""
         if self.global_pool == "corners":
             return torch.cat([x[:, 0, 0], x[:, 0, -1], x[:, -1, 0], x[:, -1, -1]], dim=-1)
+        if self.global_pool == "corners_avg":
+            return torch.stack([x[:, 0, 0], x[:, 0, -1], x[:, -1, 0], x[:, -1, -1]], dim=1).mean(dim=1)
         if self.global_pool == "avg":
             return x.mean(dim=(1, 2))
         return x

@@ -14,3 +14,7 @@ Shared pieces: :mod:`recvision.ops.common` (helpers of the Triton kernels) and :
 guards, dtype policy, test comparisons). No module imported here imports Triton; each op's ``triton_*`` modules
 are imported by its dispatcher on the first call that takes a Triton path.
 """
+
+from . import additive, md_lrpe, md_tpe, plstm2d, retention
+
+__all__ = ["additive", "md_lrpe", "md_tpe", "plstm2d", "retention"]

@@ -288,15 +288,15 @@ def test_registered_in_timm():
 @pytest.mark.parametrize(
     "name, dim, depth, heads, patch, size, params_m",
     [
-        ("plstm_femto", 64, 4, 2, 8, 64, 0.475),
-        ("plstm_tiny", 192, 12, 3, 16, 224, 6.31),
-        ("plstm_small", 384, 12, 6, 16, 224, 23.27),
-        ("plstm_base", 768, 12, 12, 16, 224, 89.12),
+        ("plstm_femto", 64, 4, 2, 8, 64, 0.283),
+        ("plstm_tiny", 192, 12, 3, 16, 224, 5.74),
+        ("plstm_small", 384, 12, 6, 16, 224, 22.12),
+        ("plstm_base", 768, 12, 12, 16, 224, 86.82),
     ],
 )
 def test_variant_sizes(name, dim, depth, heads, patch, size, params_m):
     model = timm.create_model(name, device="meta")
-    assert model.embed_dim == dim and len(model.blocks) == depth and model.head_hidden_size == 4 * dim
+    assert model.embed_dim == dim and len(model.blocks) == depth and model.head_hidden_size == dim == model.num_features
     assert [b.plstm.mode for b in model.blocks] == ["P", "D"] * (depth // 2)
     assert {b.plstm.num_heads for b in model.blocks} == {heads}
     assert model.patch_embed.patch_size == (patch, patch) and model.patch_embed.img_size == (size, size)
@@ -312,12 +312,18 @@ def test_forward_shapes_and_head_api():
     feats = model.forward_features(x)
     assert feats.shape == (2, 4, 4, 64) and model.output_fmt == "NHWC"
     pooled = model.forward_head(feats, pre_logits=True)
-    assert pooled.shape == (2, model.head_hidden_size) == (2, 256)
-    corners = torch.cat([feats[:, 0, 0], feats[:, 0, 3], feats[:, 3, 0], feats[:, 3, 3]], dim=-1)
-    torch.testing.assert_close(pooled, corners)
+    assert model.global_pool == "corners_avg"
+    assert pooled.shape == (2, model.head_hidden_size) == (2, model.num_features) == (2, 64)
+    corners = torch.stack([feats[:, 0, 0], feats[:, 0, 3], feats[:, 3, 0], feats[:, 3, 3]])
+    torch.testing.assert_close(pooled, corners.mean(dim=0))
     assert model.get_classifier() is model.head
     model.reset_classifier(0)
-    assert model(x).shape == (2, 256)
+    assert model(x).shape == (2, 64)
+    # the reference head: the four corner tokens concatenated
+    model.reset_classifier(5, "corners")
+    assert model(x).shape == (2, 5) and model.head.in_features == 256 == model.head_hidden_size
+    torch.testing.assert_close(model.forward_head(feats, pre_logits=True), torch.cat(list(corners), dim=-1))
+    assert timm.create_model("test_plstm", global_pool="corners").head.in_features == 256
     model.reset_classifier(3, "avg")
     assert model(x).shape == (2, 3) and model.head.in_features == 64 == model.head_hidden_size
     torch.testing.assert_close(model.forward_head(feats, pre_logits=True), feats.mean(dim=(1, 2)))

@@ -152,6 +152,7 @@ def _compile_all(arch: int) -> None:
     from triton.compiler import ASTSource
 
     from recvision.ops.additive import triton_chunk as C
+    from recvision.ops.common import chunk_o as O
     from recvision.ops.common import chunk_state as S
     from recvision.ops.common import triton_utils as U
 
@@ -162,6 +163,8 @@ def _compile_all(arch: int) -> None:
         for i, name in enumerate(kernel.arg_names):
             if name == "T":
                 signature[name] = "i32"
+            elif name == "scale":
+                signature[name] = "fp32"
             elif name in constants:
                 signature[name] = "constexpr"
                 constexprs[name] = constants[name]
@@ -176,10 +179,11 @@ def _compile_all(arch: int) -> None:
 
     for dtype, dt, K, V, BT in ((torch.float32, "fp32", 64, 64, 64), (torch.float64, "fp64", 24, 40, 16)):
         sizes = dict(H=4, K=K, V=V, BT=BT, BK=U.block_size(K), BV=U.block_size(V), ACC=U.acc_dtypes(dtype)[1])
-        for kernel in (C.additive_fwd_o_kernel, C.additive_bwd_dv_kernel, C.additive_bwd_dqk_kernel):
-            build(kernel, dt, sizes)
-        # the shared state walks with per-key normalised decays (KEY_DECAY=True: no initial / final states)
+        # the shared state walks and per-chunk kernels with per-key normalised decays (KEY_DECAY=True: no initial /
+        # final states, dots on accumulation-dtype operands)
         walk = dict(sizes, DT=sizes["ACC"], PREC="ieee", KEY_DECAY=True)
+        for kernel in (O.chunk_fwd_o_kernel, O.chunk_bwd_dv_kernel, O.chunk_bwd_dqk_kernel):
+            build(kernel, dt, walk)
         build(S.chunk_fwd_h_kernel, dt, dict(walk, h0=None, ht=None, USE_INITIAL_STATE=False, STORE_FINAL_STATE=False))
         unused = dict(dht=None, dh0=None, scale=1.0, USE_FINAL_STATE_GRADIENT=False, STORE_INITIAL_STATE_GRADIENT=False)
         build(S.chunk_bwd_dh_kernel, dt, dict(walk, **unused))

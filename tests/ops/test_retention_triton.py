@@ -222,9 +222,9 @@ def _compile_all(arch: int) -> None:
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
+    from recvision.ops.common import chunk_o as O
     from recvision.ops.common import chunk_state as S
     from recvision.ops.common import triton_utils as U
-    from recvision.ops.retention import triton_chunk as C
     from recvision.ops.retention import triton_fused_recurrent as F
 
     target = GPUTarget("cuda", arch, 32)
@@ -283,13 +283,15 @@ def _compile_all(arch: int) -> None:
                     stages,
                 )
         scalars = dict(T="i32", scale="fp32")
-        build(C.chunk_retention_fwd_o_kernel, dict(q=dt, k=dt, v=dt, h=acc, g=acc, o=dt), scalars, blocks, stages)
-        build(C.chunk_retention_bwd_dv_kernel, dict(q=dt, k=dt, do=dt, dh=acc, g=acc, dv=dt), scalars, blocks, stages)
+        # the shared per-chunk kernels with one decay per head (KEY_DECAY=False: no z, no precomputed scores)
+        chunk = dict(blocks, KEY_DECAY=False)
+        build(O.chunk_fwd_o_kernel, dict(q=dt, k=dt, v=dt, h=acc, g=acc, o=dt), scalars, chunk, stages)
+        build(O.chunk_bwd_dv_kernel, dict(q=dt, k=dt, do=dt, dh=acc, g=acc, dv=dt), scalars, chunk, stages)
         build(
-            C.chunk_retention_bwd_dqk_kernel,
+            O.chunk_bwd_dqk_kernel,
             dict(q=dt, k=dt, v=dt, h=acc, do=dt, dh=acc, g=acc, dq=dt, dk=dt),
             scalars,
-            blocks,
+            chunk,
             stages,
         )
         BK_full, BV_split = F._blocks(K, V)
@@ -297,16 +299,17 @@ def _compile_all(arch: int) -> None:
         rec = dict(H=12, K=K, V=V, ACC=ACC)
         build(
             F.fused_recurrent_retention_fwd_kernel,
-            dict(q=dt, k=dt, v=dt, g=acc, o=dt, h0="fp32", ht=acc),
+            dict(x=dt, k=dt, v=dt, g=acc, y=dt, h0="fp32", ht=acc),
             scalars,
-            dict(rec, BK=BK_full, BV=BV_split, USE_INITIAL_STATE=True, STORE_FINAL_STATE=True),
+            dict(rec, BK=BK_full, BV=BV_split, USE_INITIAL_STATE=True, STORE_FINAL_STATE=True, DQ=False),
             3,
         )
+        # the same walk replayed for dq
         build(
-            F.fused_recurrent_retention_bwd_dq_kernel,
-            dict(k=dt, v=dt, g=acc, do=dt, dq=dt, h0="fp32"),
+            F.fused_recurrent_retention_fwd_kernel,
+            dict(x=dt, k=dt, v=dt, g=acc, y=dt, h0="fp32", ht=None),
             scalars,
-            dict(rec, BK=BK_split, BV=BV_full, USE_INITIAL_STATE=True),
+            dict(rec, BK=BK_split, BV=BV_full, USE_INITIAL_STATE=True, STORE_FINAL_STATE=False, DQ=True),
             3,
         )
         build(

@@ -12,9 +12,9 @@ every exponent they form is ``<= 0``. The sequence is cut into ``NT = ceil(T / B
   every chunk ``dh [B, H, NT, K, V]`` (normalised at that chunk's last ``z``);
 * ``additive_fwd_A_kernel``: one program per ``(chunk, b*h)``, intra-chunk scores
   ``A[t, s] = sum_c q_{t,c} k_{s,c} exp(g_{s,c} - z_{t,c})`` (``s <= t``) into ``A [B, H, NT, BT, BT]``;
-* ``additive_fwd_o_kernel``: per ``(V-block, chunk, b*h)``, ``o = (q ⊙ exp(zp - z)) h + A v``;
-* ``additive_bwd_dv_kernel`` / ``additive_bwd_dqk_kernel``: per ``(block, chunk, b*h)`` gradients of v and of
-  q, k (the per-channel intra part loops over the chunk's tokens).
+* the per-chunk kernels of :mod:`recvision.ops.common.chunk_o` (also shared, ``KEY_DECAY=True``):
+  ``o = (q ⊙ exp(zp - z)) h + A v`` per ``(V-block, chunk, b*h)``, and the gradients of v and of q, k (their
+  per-channel intra-chunk part loops over the chunk's tokens).
 
 The autograd function returns ``dg = k ⊙ dk`` (the direct path of ``g``) and ``dz = -q ⊙ dq``; autograd carries
 ``dz`` through ``torch.logcumsumexp`` to ``g``. Inputs are upcast to float32 (float64 stays float64) before the
@@ -27,7 +27,8 @@ import torch
 import triton
 import triton.language as tl
 
-from ..common.chunk_state import chunk_bwd_dh, chunk_bwd_dqk_states, chunk_fwd_h
+from ..common.chunk_o import chunk_bwd_dqkv, chunk_fwd_o, key_decay_column
+from ..common.chunk_state import chunk_fwd_h
 from ..common.triton_utils import (
     acc_dtypes,
     block_size,
@@ -35,7 +36,6 @@ from ..common.triton_utils import (
     check_head_dims,
     chunk_program,
     chunk_rows,
-    load_row_vector,
 )
 from ..utils.guards import input_guard
 from .common import compute_dtype
@@ -48,18 +48,9 @@ MAX_CHUNK = 128
 
 @triton.jit(do_not_specialize=["T"])
 def additive_fwd_A_kernel(
-    q,
-    k,
-    g,
-    z,
-    A,
-    T,
-    H: tl.constexpr,
-    K: tl.constexpr,
-    BT: tl.constexpr,
-    BK: tl.constexpr,
-    ACC: tl.constexpr,
-):
+    q, k, g, z, A, T,
+    H: tl.constexpr, K: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr, ACC: tl.constexpr,
+):  # fmt: skip
     i_t, i_bh = tl.program_id(0), tl.program_id(1)
     i_b, i_h, i_bh64, NT = chunk_program(i_bh, T, H, BT)
 
@@ -72,164 +63,11 @@ def additive_fwd_A_kernel(
         b_q = tl.load(q + o_row[:, None] * K + o_k[None, :], mask=m_tk, other=0).to(ACC)
         b_z = tl.load(z + o_row[:, None] * K + o_k[None, :], mask=m_tk, other=0).to(ACC)
         for j in range(BT):
-            t_j = i_t * BT + j
-            b_kj = load_row_vector(k, i_b, i_h, t_j, T, H, K, o_k, m_k).to(ACC)
-            b_gj = load_row_vector(g, i_b, i_h, t_j, T, H, K, o_k, m_k).to(ACC)
-            m_j = (o_t >= j) & m_t
-            b_w = tl.where(m_j[:, None], tl.exp(tl.minimum(b_gj[None, :] - b_z, 0)), 0)
+            b_kj, b_w = key_decay_column(k, g, b_z, i_b, i_h, i_t, j, o_t, m_t, o_k, m_k, T, H, K, BT, ACC)
             b_col = tl.sum(b_q * b_kj[None, :] * b_w, axis=1)  # A[:, j] over this K-block
             b_A += tl.where(o_t[None, :] == j, b_col[:, None], 0)
     p_A = A + (i_bh64 * NT + tl.cast(i_t, tl.int64)) * BT * BT
     tl.store(p_A + o_t[:, None] * BT + o_t[None, :], b_A.to(A.dtype.element_ty))
-
-
-@triton.jit(do_not_specialize=["T"])
-def additive_fwd_o_kernel(
-    q,
-    v,
-    z,
-    h,
-    A,
-    o,
-    T,
-    H: tl.constexpr,
-    K: tl.constexpr,
-    V: tl.constexpr,
-    BT: tl.constexpr,
-    BK: tl.constexpr,
-    BV: tl.constexpr,
-    ACC: tl.constexpr,
-):
-    i_v, i_t, i_bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
-    i_b, i_h, i_bh64, NT = chunk_program(i_bh, T, H, BT)
-
-    o_t, m_t, o_row = chunk_rows(i_b, i_h, i_t, T, H, BT)
-    o_v = i_v * BV + tl.arange(0, BV)
-    m_v = o_v < V
-    m_tv = m_t[:, None] & m_v[None, :]
-    i_c = i_bh64 * NT + tl.cast(i_t, tl.int64)
-    t_prev = tl.maximum(i_t * BT - 1, 0)
-
-    b_o = tl.zeros([BT, BV], dtype=ACC)
-    for i_k in range(tl.cdiv(K, BK)):
-        o_k = i_k * BK + tl.arange(0, BK)
-        m_k = o_k < K
-        m_tk = m_t[:, None] & m_k[None, :]
-        b_q = tl.load(q + o_row[:, None] * K + o_k[None, :], mask=m_tk, other=0).to(ACC)
-        b_z = tl.load(z + o_row[:, None] * K + o_k[None, :], mask=m_tk, other=0).to(ACC)
-        b_zp = load_row_vector(z, i_b, i_h, t_prev, T, H, K, o_k, m_k).to(ACC)
-        b_h = tl.load(h + i_c * K * V + o_k[:, None] * V + o_v[None, :], mask=m_k[:, None] & m_v[None, :], other=0)
-        b_qd = b_q * tl.exp(tl.minimum(b_zp[None, :] - b_z, 0))
-        b_o += tl.dot(b_qd, b_h.to(ACC), input_precision="ieee")
-    b_A = tl.load(A + i_c * BT * BT + o_t[:, None] * BT + o_t[None, :]).to(ACC)
-    b_v = tl.load(v + o_row[:, None] * V + o_v[None, :], mask=m_tv, other=0).to(ACC)
-    b_o += tl.dot(b_A, b_v, input_precision="ieee")
-    tl.store(o + o_row[:, None] * V + o_v[None, :], b_o.to(o.dtype.element_ty), mask=m_tv)
-
-
-@triton.jit(do_not_specialize=["T"])
-def additive_bwd_dv_kernel(
-    k,
-    g,
-    z,
-    A,
-    do,
-    dh,
-    dv,
-    T,
-    H: tl.constexpr,
-    K: tl.constexpr,
-    V: tl.constexpr,
-    BT: tl.constexpr,
-    BK: tl.constexpr,
-    BV: tl.constexpr,
-    ACC: tl.constexpr,
-):
-    i_v, i_t, i_bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
-    i_b, i_h, i_bh64, NT = chunk_program(i_bh, T, H, BT)
-
-    o_t, m_t, o_row = chunk_rows(i_b, i_h, i_t, T, H, BT)
-    o_v = i_v * BV + tl.arange(0, BV)
-    m_v = o_v < V
-    m_tv = m_t[:, None] & m_v[None, :]
-    i_c = i_bh64 * NT + tl.cast(i_t, tl.int64)
-    t_last = tl.minimum(T, i_t * BT + BT) - 1
-
-    b_dv = tl.zeros([BT, BV], dtype=ACC)
-    for i_k in range(tl.cdiv(K, BK)):
-        o_k = i_k * BK + tl.arange(0, BK)
-        m_k = o_k < K
-        m_tk = m_t[:, None] & m_k[None, :]
-        b_k = tl.load(k + o_row[:, None] * K + o_k[None, :], mask=m_tk, other=0).to(ACC)
-        b_g = tl.load(g + o_row[:, None] * K + o_k[None, :], mask=m_tk, other=0).to(ACC)
-        b_zl = load_row_vector(z, i_b, i_h, t_last, T, H, K, o_k, m_k).to(ACC)
-        b_kd = tl.where(m_tk, b_k * tl.exp(tl.minimum(b_g - b_zl[None, :], 0)), 0)
-        b_dh = tl.load(dh + i_c * K * V + o_k[:, None] * V + o_v[None, :], mask=m_k[:, None] & m_v[None, :], other=0)
-        b_dv += tl.dot(b_kd, b_dh.to(ACC), input_precision="ieee")
-    b_A = tl.load(A + i_c * BT * BT + o_t[:, None] * BT + o_t[None, :]).to(ACC)
-    b_do = tl.load(do + o_row[:, None] * V + o_v[None, :], mask=m_tv, other=0).to(ACC)
-    b_dv += tl.dot(tl.trans(b_A), b_do, input_precision="ieee")
-    tl.store(dv + o_row[:, None] * V + o_v[None, :], b_dv.to(dv.dtype.element_ty), mask=m_tv)
-
-
-@triton.jit(do_not_specialize=["T"])
-def additive_bwd_dqk_kernel(
-    q,
-    k,
-    v,
-    g,
-    z,
-    h,
-    do,
-    dh,
-    dq,
-    dk,
-    T,
-    H: tl.constexpr,
-    K: tl.constexpr,
-    V: tl.constexpr,
-    BT: tl.constexpr,
-    BK: tl.constexpr,
-    BV: tl.constexpr,
-    ACC: tl.constexpr,
-):
-    i_k, i_t, i_bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
-    i_b, i_h, i_bh64, NT = chunk_program(i_bh, T, H, BT)
-
-    o_t, m_t, o_row = chunk_rows(i_b, i_h, i_t, T, H, BT)
-    o_k = i_k * BK + tl.arange(0, BK)
-    m_k = o_k < K
-    m_tk = m_t[:, None] & m_k[None, :]
-    i_c = i_bh64 * NT + tl.cast(i_t, tl.int64)
-
-    # b_dA[t, s] = do_t . v_s; every product in the accumulation dtype, dots in IEEE precision
-    b_dA, b_dq, b_dk = chunk_bwd_dqk_states(
-        do, v, h + i_c * K * V, dh + i_c * K * V, o_row, m_t, o_k, m_k, V, BT, BK, BV, ACC, ACC, "ieee"
-    )
-
-    b_q = tl.load(q + o_row[:, None] * K + o_k[None, :], mask=m_tk, other=0).to(ACC)
-    b_g = tl.load(g + o_row[:, None] * K + o_k[None, :], mask=m_tk, other=0).to(ACC)
-    b_z = tl.load(z + o_row[:, None] * K + o_k[None, :], mask=m_tk, other=0).to(ACC)
-    t_last = tl.minimum(T, i_t * BT + BT) - 1
-    t_prev = tl.maximum(i_t * BT - 1, 0)
-    b_zl = load_row_vector(z, i_b, i_h, t_last, T, H, K, o_k, m_k).to(ACC)
-    b_zp = load_row_vector(z, i_b, i_h, t_prev, T, H, K, o_k, m_k).to(ACC)
-    # inter-chunk parts
-    b_dq = tl.where(m_tk, b_dq * tl.exp(tl.minimum(b_zp[None, :] - b_z, 0)), 0)
-    b_dk = tl.where(m_tk, b_dk * tl.exp(tl.minimum(b_g - b_zl[None, :], 0)), 0)
-    # intra-chunk parts, per key channel: weight exp(g_{j,c} - z_{t,c}) for t >= j
-    for j in range(BT):
-        t_j = i_t * BT + j
-        b_kj = load_row_vector(k, i_b, i_h, t_j, T, H, K, o_k, m_k).to(ACC)
-        b_gj = load_row_vector(g, i_b, i_h, t_j, T, H, K, o_k, m_k).to(ACC)
-        m_j = (o_t >= j) & m_t
-        b_w = tl.where(m_j[:, None], tl.exp(tl.minimum(b_gj[None, :] - b_z, 0)), 0)  # [BT, BK]
-        b_col = tl.sum(tl.where(o_t[None, :] == j, b_dA, 0), axis=1)  # dA[:, j]
-        b_dq += b_col[:, None] * b_kj[None, :] * b_w
-        b_dkj = tl.sum(b_col[:, None] * b_q * b_w, axis=0)  # [BK]
-        b_dk += tl.where(o_t[:, None] == j, b_dkj[None, :], 0)
-    tl.store(dq + o_row[:, None] * K + o_k[None, :], b_dq.to(dq.dtype.element_ty), mask=m_tk)
-    tl.store(dk + o_row[:, None] * K + o_k[None, :], b_dk.to(dk.dtype.element_ty), mask=m_tk)
 
 
 def chunk_additive_fwd(
@@ -237,17 +75,12 @@ def chunk_additive_fwd(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Forward pass on contiguous inputs of one dtype; returns ``o [B, T, H, V]`` and the scores ``A``."""
     B, T, H, K = q.shape
-    V = v.shape[-1]
-    BT, BK, BV = chunk_size, block_size(K), block_size(V)
-    NT = triton.cdiv(T, BT)
-    ACC = acc_dtypes(q.dtype)[1]
+    BT, NT = chunk_size, triton.cdiv(T, chunk_size)
     h, _ = chunk_fwd_h(k, v, g, z, None, False, chunk_size)
     A = q.new_empty(B, H, NT, BT, BT)
-    additive_fwd_A_kernel[(NT, B * H)](q, k, g, z, A, T, H=H, K=K, BT=BT, BK=BK, ACC=ACC)
-    o = torch.empty_like(v)
-    grid = (triton.cdiv(V, BV), NT, B * H)
-    additive_fwd_o_kernel[grid](q, v, z, h, A, o, T, H=H, K=K, V=V, BT=BT, BK=BK, BV=BV, ACC=ACC)
-    return o, A
+    ACC = acc_dtypes(q.dtype)[1]
+    additive_fwd_A_kernel[(NT, B * H)](q, k, g, z, A, T, H=H, K=K, BT=BT, BK=block_size(K), ACC=ACC)
+    return chunk_fwd_o(q, k, v, h, g, z, A, 1.0, chunk_size), A
 
 
 def chunk_additive_bwd(
@@ -261,18 +94,7 @@ def chunk_additive_bwd(
     chunk_size: int,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Backward pass on contiguous inputs; returns ``dq, dk, dv`` (``z`` held fixed)."""
-    B, T, H, K = q.shape
-    V = v.shape[-1]
-    BT, BK, BV = chunk_size, block_size(K), block_size(V)
-    NT = triton.cdiv(T, BT)
-    ACC = acc_dtypes(q.dtype)[1]
-    # recompute the states before every chunk instead of keeping them from the forward pass
-    h, _ = chunk_fwd_h(k, v, g, z, None, False, chunk_size)
-    dh, _ = chunk_bwd_dh(q, do, g, z, None, None, 1.0, chunk_size)
-    sizes = dict(H=H, K=K, V=V, BT=BT, BK=BK, BV=BV, ACC=ACC)
-    dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
-    additive_bwd_dv_kernel[(triton.cdiv(V, BV), NT, B * H)](k, g, z, A, do, dh, dv, T, **sizes)
-    additive_bwd_dqk_kernel[(triton.cdiv(K, BK), NT, B * H)](q, k, v, g, z, h, do, dh, dq, dk, T, **sizes)
+    dq, dk, dv, _ = chunk_bwd_dqkv(q, k, v, g, z, A, 1.0, None, do, None, chunk_size)
     return dq, dk, dv
 
 

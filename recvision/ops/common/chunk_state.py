@@ -36,7 +36,7 @@ from .triton_utils import (
     chunk_rows,
     kernel_dtypes,
     load_row_vector,
-    load_state,
+    start_state,
     state_blocks,
     state_tile,
     store_state,
@@ -46,23 +46,24 @@ __all__ = ["chunk_bwd_dh", "chunk_fwd_h"]
 
 
 @triton.jit
-def chunk_bwd_dqk_states(
-    do,
-    v,
-    p_h,
-    p_dh,
-    o_row,
-    m_t,
-    o_k,
-    m_k,
-    V: tl.constexpr,
-    BT: tl.constexpr,
-    BK: tl.constexpr,
-    BV: tl.constexpr,
-    ACC: tl.constexpr,
-    DT: tl.constexpr,
-    PREC: tl.constexpr,
+def chunk_z_bounds(
+    z, i_b, i_h, i_t, T, H: tl.constexpr, K: tl.constexpr, BT: tl.constexpr, o_k, m_k, ACC: tl.constexpr
 ):
+    """``z`` of the additive form at chunk ``i_t``'s last token (``zl``) and at the token before the chunk (``zp``;
+    chunk 0 reads token 0, which only has to be finite), both ``[BK]`` in ``ACC``."""
+    t_last = tl.minimum(T, i_t * BT + BT) - 1
+    t_prev = tl.maximum(i_t * BT - 1, 0)
+    b_zl = load_row_vector(z, i_b, i_h, t_last, T, H, K, o_k, m_k).to(ACC)
+    b_zp = load_row_vector(z, i_b, i_h, t_prev, T, H, K, o_k, m_k).to(ACC)
+    return b_zl, b_zp
+
+
+@triton.jit
+def chunk_bwd_dqk_states(
+    do, v, p_h, p_dh, o_row, m_t, o_k, m_k,
+    V: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, ACC: tl.constexpr, DT: tl.constexpr,
+    PREC: tl.constexpr,
+):  # fmt: skip
     """The products of the ``dq`` / ``dk`` kernels of one chunk and K-block, summed over the V-blocks.
 
     ``p_h``, ``p_dh`` point at the chunk's ``[K, V]`` state and state gradient. Returns ``dA = do v^T [BT, BT]`` and
@@ -88,36 +89,18 @@ def chunk_bwd_dqk_states(
 
 @triton.jit(do_not_specialize=["T"])
 def chunk_fwd_h_kernel(
-    k,
-    v,
-    g,
-    z,
-    h,
-    h0,
-    ht,
-    T,
-    H: tl.constexpr,
-    K: tl.constexpr,
-    V: tl.constexpr,
-    BT: tl.constexpr,
-    BK: tl.constexpr,
-    BV: tl.constexpr,
-    ACC: tl.constexpr,
-    DT: tl.constexpr,
-    PREC: tl.constexpr,
-    KEY_DECAY: tl.constexpr,
-    USE_INITIAL_STATE: tl.constexpr,
-    STORE_FINAL_STATE: tl.constexpr,
-):
+    k, v, g, z, h, h0, ht, T,
+    H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
+    ACC: tl.constexpr, DT: tl.constexpr, PREC: tl.constexpr,
+    KEY_DECAY: tl.constexpr, USE_INITIAL_STATE: tl.constexpr, STORE_FINAL_STATE: tl.constexpr,
+):  # fmt: skip
     i_k, i_v, i_bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     i_b, i_h, i_bh64, NT = chunk_program(i_bh, T, H, BT)
     o_k, o_v, m_k, m_v, m_kv, o_kv = state_tile(i_k, i_v, K, V, BK, BV)
     if not KEY_DECAY:
         b_g = tl.load(g + i_h).to(ACC)
 
-    b_h = tl.zeros([BK, BV], dtype=ACC)
-    if USE_INITIAL_STATE:
-        b_h += load_state(h0, i_bh64, K, V, o_kv, m_kv).to(ACC)
+    b_h = start_state(h0, i_bh64, K, V, BK, BV, o_kv, m_kv, ACC, USE_INITIAL_STATE)
 
     for i_t in range(NT):
         i_t64 = tl.cast(i_t, tl.int64)
@@ -128,10 +111,7 @@ def chunk_fwd_h_kernel(
             b_k = tl.load(k + o_row[:, None] * K + o_k[None, :], mask=m_tk, other=0).to(ACC)
             b_gk = tl.load(g + o_row[:, None] * K + o_k[None, :], mask=m_tk, other=0).to(ACC)
             b_v = tl.load(v + o_row[:, None] * V + o_v[None, :], mask=m_t[:, None] & m_v[None, :], other=0).to(ACC)
-            t_last = tl.minimum(T, i_t * BT + BT) - 1
-            t_prev = tl.maximum(i_t * BT - 1, 0)
-            b_zl = load_row_vector(z, i_b, i_h, t_last, T, H, K, o_k, m_k).to(ACC)
-            b_zp = load_row_vector(z, i_b, i_h, t_prev, T, H, K, o_k, m_k).to(ACC)
+            b_zl, b_zp = chunk_z_bounds(z, i_b, i_h, i_t, T, H, K, BT, o_k, m_k, ACC)
             b_kd = tl.where(m_tk, b_k * tl.exp(tl.minimum(b_gk - b_zl[None, :], 0)), 0)
             # chunk 0: b_h is zero, the decay only has to be finite
             b_h = b_h * tl.exp(tl.minimum(b_zp - b_zl, 0))[:, None]
@@ -152,28 +132,11 @@ def chunk_fwd_h_kernel(
 
 @triton.jit(do_not_specialize=["T"])
 def chunk_bwd_dh_kernel(
-    q,
-    do,
-    g,
-    z,
-    dh,
-    dht,
-    dh0,
-    scale,
-    T,
-    H: tl.constexpr,
-    K: tl.constexpr,
-    V: tl.constexpr,
-    BT: tl.constexpr,
-    BK: tl.constexpr,
-    BV: tl.constexpr,
-    ACC: tl.constexpr,
-    DT: tl.constexpr,
-    PREC: tl.constexpr,
-    KEY_DECAY: tl.constexpr,
-    USE_FINAL_STATE_GRADIENT: tl.constexpr,
-    STORE_INITIAL_STATE_GRADIENT: tl.constexpr,
-):
+    q, do, g, z, dh, dht, dh0, scale, T,
+    H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
+    ACC: tl.constexpr, DT: tl.constexpr, PREC: tl.constexpr,
+    KEY_DECAY: tl.constexpr, USE_FINAL_STATE_GRADIENT: tl.constexpr, STORE_INITIAL_STATE_GRADIENT: tl.constexpr,
+):  # fmt: skip
     i_k, i_v, i_bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     i_b, i_h, i_bh64, NT = chunk_program(i_bh, T, H, BT)
     o_k, o_v, m_k, m_v, m_kv, o_kv = state_tile(i_k, i_v, K, V, BK, BV)
@@ -182,9 +145,7 @@ def chunk_bwd_dh_kernel(
         # scale * gamma^(i+1): how the state before a chunk reaches its queries
         b_dq = scale * tl.exp(b_g * (tl.arange(0, BT) + 1).to(ACC))
 
-    b_dh = tl.zeros([BK, BV], dtype=ACC)
-    if USE_FINAL_STATE_GRADIENT:
-        b_dh += load_state(dht, i_bh64, K, V, o_kv, m_kv).to(ACC)
+    b_dh = start_state(dht, i_bh64, K, V, BK, BV, o_kv, m_kv, ACC, USE_FINAL_STATE_GRADIENT)
 
     for i_r in range(NT):
         i_t = NT - 1 - i_r
@@ -197,10 +158,7 @@ def chunk_bwd_dh_kernel(
             b_q = tl.load(q + o_row[:, None] * K + o_k[None, :], mask=m_tk, other=0).to(ACC)
             b_z = tl.load(z + o_row[:, None] * K + o_k[None, :], mask=m_tk, other=0).to(ACC)
             b_do = tl.load(do + o_row[:, None] * V + o_v[None, :], mask=m_t[:, None] & m_v[None, :], other=0).to(ACC)
-            t_last = tl.minimum(T, i_t * BT + BT) - 1
-            t_prev = tl.maximum(i_t * BT - 1, 0)
-            b_zl = load_row_vector(z, i_b, i_h, t_last, T, H, K, o_k, m_k).to(ACC)
-            b_zp = load_row_vector(z, i_b, i_h, t_prev, T, H, K, o_k, m_k).to(ACC)
+            b_zl, b_zp = chunk_z_bounds(z, i_b, i_h, i_t, T, H, K, BT, o_k, m_k, ACC)
             b_qd = tl.where(m_tk, b_q * tl.exp(tl.minimum(b_zp[None, :] - b_z, 0)), 0)
             b_dh = b_dh * tl.exp(tl.minimum(b_zp - b_zl, 0))[:, None]
             b_dh += tl.dot(tl.trans(b_qd), b_do, input_precision=PREC)

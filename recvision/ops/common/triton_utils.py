@@ -165,6 +165,19 @@ def load_state(x, i_bh64, K: tl.constexpr, V: tl.constexpr, o_kv, m_kv):
 
 
 @triton.jit
+def start_state(
+    x, i_bh64, K: tl.constexpr, V: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, o_kv, m_kv, ACC: tl.constexpr,
+    LOAD: tl.constexpr,
+):  # fmt: skip
+    """The ``[BK, BV]`` accumulator a state walk starts from: zeros, plus block ``o_kv`` of state ``i_bh64`` of
+    ``x [B*H, K, V]`` when ``LOAD`` (an initial state, or the gradient of the final state)."""
+    b_h = tl.zeros([BK, BV], dtype=ACC)
+    if LOAD:
+        b_h += load_state(x, i_bh64, K, V, o_kv, m_kv).to(ACC)
+    return b_h
+
+
+@triton.jit
 def store_state(x, value, i_bh64, K: tl.constexpr, V: tl.constexpr, o_kv, m_kv):
     """Store a ``[BK, BV]`` state block into ``x [B*H, K, V]`` (cast to its dtype)."""
     tl.store(x + i_bh64 * K * V + o_kv, value.to(x.dtype.element_ty), mask=m_kv)

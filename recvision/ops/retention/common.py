@@ -1,15 +1,25 @@
-"""Shared pieces of the retention ops: argument checks, default decays, dtype policy and the log-decay gradient."""
+"""Shared pieces of the retention ops: argument checks, default decays, dtype policy, the log-decay gradient and the
+autograd function of the Triton forms (which imports nothing from Triton itself)."""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 
 from ..utils.checks import check_qkv
 from ..utils.dtypes import compute_dtype
+from ..utils.guards import input_guard
 
-__all__ = ["retnet_g_gamma", "check_retention_inputs", "compute_dtype", "retention_log_decay_grad"]
+__all__ = [
+    "TritonRetentionFunction",
+    "check_retention_inputs",
+    "compute_dtype",
+    "retention_log_decay_grad",
+    "retnet_g_gamma",
+    "triton_retention",
+]
 
 
 def retnet_g_gamma(num_heads: int, device: torch.device | str | None = None) -> torch.Tensor:
@@ -97,3 +107,69 @@ def retention_log_decay_grad(
             raise ValueError("retention_log_decay_grad needs the final state when dht is given")
         dg = dg + T * torch.einsum("bhkv,bhkv->h", dht.double(), final_state.double())
     return dg
+
+
+class TritonRetentionFunction(torch.autograd.Function):
+    """Autograd of a Triton form of retention; differentiable w.r.t. ``q, k, v, g, initial_state``.
+
+    ``apply(q, k, v, g, scale, initial_state, output_final_state, fwd, bwd)`` with the form's host functions on
+    contiguous inputs: ``fwd(q, k, v, g, scale, initial_state, output_final_state) -> (o, ht)`` and
+    ``bwd(q, k, v, g, scale, initial_state, do, dht, grad_dtype) -> (dq, dk, dv, dh0)``, which returns ``dq, dk`` in
+    ``grad_dtype`` (``None``: the input dtype) and ``dh0`` in the accumulation dtype. The gradient of the log decays
+    comes from ``dq`` and ``dk`` (:func:`retention_log_decay_grad`), so they stay in the accumulation dtype until then.
+    """
+
+    @staticmethod
+    @input_guard
+    def forward(
+        ctx,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        g: torch.Tensor,
+        scale: float,
+        initial_state: torch.Tensor | None,
+        output_final_state: bool,
+        fwd: Callable,
+        bwd: Callable,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        o, ht = fwd(q, k, v, g, scale, initial_state, output_final_state)
+        ctx.save_for_backward(q, k, v, g, initial_state, ht)
+        ctx.scale = scale
+        ctx.bwd = bwd
+        return o, ht
+
+    @staticmethod
+    @input_guard
+    def backward(ctx, do: torch.Tensor, dht: torch.Tensor | None):
+        q, k, v, g, initial_state, ht = ctx.saved_tensors
+        need_dg = ctx.needs_input_grad[3]
+        grad_dtype = compute_dtype(q.dtype) if need_dg else None
+        dq, dk, dv, dh0 = ctx.bwd(q, k, v, g, ctx.scale, initial_state, do, dht, grad_dtype)
+        dg = None
+        if need_dg:
+            dg = retention_log_decay_grad(q, k, dq, dk, ht, dht).to(g.dtype)
+        if dh0 is not None:
+            dh0 = dh0.to(initial_state.dtype)
+        return dq.to(q.dtype), dk.to(k.dtype), dv, dg, None, dh0, None, None, None
+
+
+def triton_retention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    g_gamma: torch.Tensor,
+    scale: float,
+    initial_state: torch.Tensor | None,
+    output_final_state: bool,
+    fwd: Callable,
+    bwd: Callable,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Run a Triton form of retention (``fwd`` / ``bwd`` as in :class:`TritonRetentionFunction`) with the log
+    decays ``g_gamma [H]`` as a contiguous accumulation-dtype tensor on ``q``'s device (still attached to the graph).
+
+    Returns:
+        ``o [B, T, H, V]`` and the final state ``[B, H, K, V]`` or ``None``.
+    """
+    g = g_gamma.to(device=q.device, dtype=compute_dtype(q.dtype)).contiguous()
+    return TritonRetentionFunction.apply(q, k, v, g, scale, initial_state, output_final_state, fwd, bwd)

@@ -7,10 +7,9 @@ Sun et al., "Retentive Network" (arXiv 2307.08621), eq. 1-2 (recurrent form); Ha
 
 The state lives in registers for the whole sequence, so nothing of size ``T x K x V`` is written. Kernels:
 
-* ``fused_recurrent_retention_fwd_kernel``: one program per ``(V-block, b*h)`` walks ``t = 0..T-1`` and writes
-  ``o`` and the final state;
-* ``fused_recurrent_retention_bwd_dq_kernel``: one program per ``(K-block, b*h)`` replays the forward walk and
-  writes ``dq_t = scale * S_t do_t``;
+* ``fused_recurrent_retention_fwd_kernel``: the forward walk ``t = 0..T-1``, one program per ``(V-block, b*h)``
+  writing ``o`` and the final state; with ``DQ=True`` the backward pass replays it, one program per
+  ``(K-block, b*h)``, writing ``dq_t = scale * S_t do_t``;
 * ``fused_recurrent_retention_bwd_dkv_kernel``: one program per ``(V-block, b*h)`` walks backwards with the state
   gradient ``dS_t = gamma dS_{t+1} + scale q_t^T do_t`` (seeded with ``dht``) and writes ``dk_t = dS_t v_t``
   (partial over V-blocks), ``dv_t = k_t dS_t`` and ``dh0 = gamma dS_0``.
@@ -29,14 +28,13 @@ from ..common.triton_utils import (
     check_head_dims,
     head_program,
     kernel_dtypes,
-    load_state,
+    start_state,
     state_tile,
     store_state,
 )
-from ..utils.guards import input_guard
-from .common import retention_log_decay_grad
+from .common import triton_retention
 
-__all__ = ["FusedRecurrentRetentionFunction", "fused_recurrent_retention_triton"]
+__all__ = ["fused_recurrent_retention_bwd", "fused_recurrent_retention_fwd", "fused_recurrent_retention_triton"]
 
 # elements of the [BK, BV] state one program keeps in registers
 MAX_STATE_BLOCK = 4096
@@ -44,125 +42,64 @@ MAX_STATE_BLOCK = 4096
 
 @triton.jit(do_not_specialize=["T"])
 def fused_recurrent_retention_fwd_kernel(
-    q,
-    k,
-    v,
-    g,
-    o,
-    h0,
-    ht,
-    scale,
-    T,
-    H: tl.constexpr,
-    K: tl.constexpr,
-    V: tl.constexpr,
-    BK: tl.constexpr,
-    BV: tl.constexpr,
-    ACC: tl.constexpr,
-    USE_INITIAL_STATE: tl.constexpr,
-    STORE_FINAL_STATE: tl.constexpr,
-):
-    i_v, i_bh = tl.program_id(0), tl.program_id(1)
+    x, k, v, g, y, h0, ht, scale, T,
+    H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, ACC: tl.constexpr,
+    DQ: tl.constexpr,
+    USE_INITIAL_STATE: tl.constexpr, STORE_FINAL_STATE: tl.constexpr,
+):  # fmt: skip
+    """The forward walk ``S_t = gamma S_{t-1} + k_t^T v_t``, reading the state at every token.
+
+    ``DQ=False`` (the output): ``x = q [B, T, H, K]``, ``y = o = scale q_t S_t [B, T, H, V]``, one program per
+    ``(V-block, b*h)``. ``DQ=True`` (the backward pass replays the walk): ``x = do [B, T, H, V]``,
+    ``y = dq = scale S_t do_t [B, T, H, K]``, one program per ``(K-block, b*h)``.
+    """
+    i_n, i_bh = tl.program_id(0), tl.program_id(1)
     i_b, i_h, i_bh64 = head_program(i_bh, H)
     b_gamma = tl.exp(tl.load(g + i_h).to(ACC))
 
-    o_k, o_v, m_k, m_v, m_kv, o_kv = state_tile(0, i_v, K, V, BK, BV)
-
     # token 0 of this (batch, head) in [B, T, H, *]
     row = i_b * T * H + i_h
-    p_q = q + row * K + o_k
+    if DQ:
+        o_k, o_v, m_k, m_v, m_kv, o_kv = state_tile(i_n, 0, K, V, BK, BV)
+        p_x = x + row * V + o_v
+        p_y = y + row * K + o_k
+    else:
+        o_k, o_v, m_k, m_v, m_kv, o_kv = state_tile(0, i_n, K, V, BK, BV)
+        p_x = x + row * K + o_k
+        p_y = y + row * V + o_v
     p_k = k + row * K + o_k
     p_v = v + row * V + o_v
-    p_o = o + row * V + o_v
 
-    b_h = tl.zeros([BK, BV], dtype=ACC)
-    if USE_INITIAL_STATE:
-        b_h += load_state(h0, i_bh64, K, V, o_kv, m_kv).to(ACC)
+    b_h = start_state(h0, i_bh64, K, V, BK, BV, o_kv, m_kv, ACC, USE_INITIAL_STATE)
     for _ in range(T):
-        b_q = tl.load(p_q, mask=m_k, other=0).to(ACC) * scale
         b_k = tl.load(p_k, mask=m_k, other=0).to(ACC)
         b_v = tl.load(p_v, mask=m_v, other=0).to(ACC)
         b_h = b_h * b_gamma + b_k[:, None] * b_v[None, :]
-        b_o = tl.sum(b_h * b_q[:, None], axis=0)  # [BV]
-        tl.store(p_o, b_o.to(o.dtype.element_ty), mask=m_v)
-        p_q += H * K
+        if DQ:
+            b_do = tl.load(p_x, mask=m_v, other=0).to(ACC)
+            b_dq = tl.sum(b_h * b_do[None, :], axis=1) * scale  # [BK]
+            tl.store(p_y, b_dq.to(y.dtype.element_ty), mask=m_k)
+            p_x += H * V
+            p_y += H * K
+        else:
+            b_q = tl.load(p_x, mask=m_k, other=0).to(ACC) * scale
+            b_o = tl.sum(b_h * b_q[:, None], axis=0)  # [BV]
+            tl.store(p_y, b_o.to(y.dtype.element_ty), mask=m_v)
+            p_x += H * K
+            p_y += H * V
         p_k += H * K
         p_v += H * V
-        p_o += H * V
 
     if STORE_FINAL_STATE:
         store_state(ht, b_h, i_bh64, K, V, o_kv, m_kv)
 
 
 @triton.jit(do_not_specialize=["T"])
-def fused_recurrent_retention_bwd_dq_kernel(
-    k,
-    v,
-    g,
-    do,
-    dq,
-    h0,
-    scale,
-    T,
-    H: tl.constexpr,
-    K: tl.constexpr,
-    V: tl.constexpr,
-    BK: tl.constexpr,
-    BV: tl.constexpr,
-    ACC: tl.constexpr,
-    USE_INITIAL_STATE: tl.constexpr,
-):
-    i_k, i_bh = tl.program_id(0), tl.program_id(1)
-    i_b, i_h, i_bh64 = head_program(i_bh, H)
-    b_gamma = tl.exp(tl.load(g + i_h).to(ACC))
-
-    o_k, o_v, m_k, m_v, m_kv, o_kv = state_tile(i_k, 0, K, V, BK, BV)
-
-    row = i_b * T * H + i_h
-    p_k = k + row * K + o_k
-    p_v = v + row * V + o_v
-    p_do = do + row * V + o_v
-    p_dq = dq + row * K + o_k
-
-    b_h = tl.zeros([BK, BV], dtype=ACC)
-    if USE_INITIAL_STATE:
-        b_h += load_state(h0, i_bh64, K, V, o_kv, m_kv).to(ACC)
-    for _ in range(T):
-        b_k = tl.load(p_k, mask=m_k, other=0).to(ACC)
-        b_v = tl.load(p_v, mask=m_v, other=0).to(ACC)
-        b_do = tl.load(p_do, mask=m_v, other=0).to(ACC)
-        b_h = b_h * b_gamma + b_k[:, None] * b_v[None, :]
-        b_dq = tl.sum(b_h * b_do[None, :], axis=1) * scale  # [BK]
-        tl.store(p_dq, b_dq.to(dq.dtype.element_ty), mask=m_k)
-        p_k += H * K
-        p_v += H * V
-        p_do += H * V
-        p_dq += H * K
-
-
-@triton.jit(do_not_specialize=["T"])
 def fused_recurrent_retention_bwd_dkv_kernel(
-    q,
-    k,
-    v,
-    g,
-    do,
-    dk,
-    dv,
-    dht,
-    dh0,
-    scale,
-    T,
-    B,
-    H: tl.constexpr,
-    K: tl.constexpr,
-    V: tl.constexpr,
-    BK: tl.constexpr,
-    BV: tl.constexpr,
-    ACC: tl.constexpr,
-    USE_FINAL_STATE_GRADIENT: tl.constexpr,
-    STORE_INITIAL_STATE_GRADIENT: tl.constexpr,
-):
+    q, k, v, g, do, dk, dv, dht, dh0, scale, T, B,
+    H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, ACC: tl.constexpr,
+    USE_FINAL_STATE_GRADIENT: tl.constexpr, STORE_INITIAL_STATE_GRADIENT: tl.constexpr,
+):  # fmt: skip
     i_v, i_bh = tl.program_id(0), tl.program_id(1)
     i_b, i_h, i_bh64 = head_program(i_bh, H)
     b_gamma = tl.exp(tl.load(g + i_h).to(ACC))
@@ -179,9 +116,7 @@ def fused_recurrent_retention_bwd_dkv_kernel(
     p_dk = dk + row_dk * K + o_k
     p_dv = dv + row * V + o_v
 
-    b_dh = tl.zeros([BK, BV], dtype=ACC)
-    if USE_FINAL_STATE_GRADIENT:
-        b_dh += load_state(dht, i_bh64, K, V, o_kv, m_kv).to(ACC)
+    b_dh = start_state(dht, i_bh64, K, V, BK, BV, o_kv, m_kv, ACC, USE_FINAL_STATE_GRADIENT)
     for _ in range(T):
         b_q = tl.load(p_q, mask=m_k, other=0).to(ACC) * scale
         b_k = tl.load(p_k, mask=m_k, other=0).to(ACC)
@@ -229,25 +164,9 @@ def fused_recurrent_retention_fwd(
     o = torch.empty_like(v)
     ht = q.new_empty(B, H, K, V, dtype=acc) if output_final_state else None
     fused_recurrent_retention_fwd_kernel[(triton.cdiv(V, BV), B * H)](
-        q=q,
-        k=k,
-        v=v,
-        g=g,
-        o=o,
-        h0=initial_state,
-        ht=ht,
-        scale=scale,
-        T=T,
-        H=H,
-        K=K,
-        V=V,
-        BK=BK,
-        BV=BV,
-        ACC=ACC,
-        USE_INITIAL_STATE=initial_state is not None,
-        STORE_FINAL_STATE=output_final_state,
-        num_warps=4,
-    )
+        x=q, k=k, v=v, g=g, y=o, h0=initial_state, ht=ht, scale=scale, T=T, H=H, K=K, V=V, BK=BK, BV=BV, ACC=ACC,
+        USE_INITIAL_STATE=initial_state is not None, STORE_FINAL_STATE=output_final_state, DQ=False, num_warps=4,
+    )  # fmt: skip
     return o, ht
 
 
@@ -260,40 +179,20 @@ def fused_recurrent_retention_bwd(
     initial_state: torch.Tensor | None,
     do: torch.Tensor,
     dht: torch.Tensor | None,
-    final_state: torch.Tensor | None = None,
-    need_dg: bool = False,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
-    """Backward pass on contiguous inputs.
-
-    Returns ``dq, dk, dv`` (input dtype), ``dh0`` (or ``None``) and, if ``need_dg``, the gradient of the log
-    decays ``dg [H]`` (else ``None``; ``final_state`` is needed for it when ``dht`` is given).
-    """
+    grad_dtype: torch.dtype | None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Backward pass on contiguous inputs; returns ``dq, dk`` (in ``grad_dtype``), ``dv`` and ``dh0`` (or ``None``)."""
     B, T, H, K = q.shape
     V = v.shape[-1]
     acc, ACC = kernel_dtypes(q.dtype)[:2]
 
-    # dg is computed from dq and dk: keep them in the accumulation dtype until then
-    grad_dtype = acc if need_dg else q.dtype
+    grad_dtype = grad_dtype or q.dtype
     BV_full, BK = _blocks(V, K)
     dq = torch.empty_like(q, dtype=grad_dtype)
-    fused_recurrent_retention_bwd_dq_kernel[(triton.cdiv(K, BK), B * H)](
-        k=k,
-        v=v,
-        g=g,
-        do=do,
-        dq=dq,
-        h0=initial_state,
-        scale=scale,
-        T=T,
-        H=H,
-        K=K,
-        V=V,
-        BK=BK,
-        BV=BV_full,
-        ACC=ACC,
-        USE_INITIAL_STATE=initial_state is not None,
-        num_warps=4,
-    )
+    fused_recurrent_retention_fwd_kernel[(triton.cdiv(K, BK), B * H)](
+        x=do, k=k, v=v, g=g, y=dq, h0=initial_state, ht=None, scale=scale, T=T, H=H, K=K, V=V, BK=BK, BV=BV_full,
+        ACC=ACC, USE_INITIAL_STATE=initial_state is not None, STORE_FINAL_STATE=False, DQ=True, num_warps=4,
+    )  # fmt: skip
 
     BK_full, BV = _blocks(K, V)
     NV = triton.cdiv(V, BV)
@@ -302,67 +201,11 @@ def fused_recurrent_retention_bwd(
     dv = torch.empty_like(v)
     dh0 = torch.empty_like(initial_state, dtype=acc) if initial_state is not None else None
     fused_recurrent_retention_bwd_dkv_kernel[(NV, B * H)](
-        q=q,
-        k=k,
-        v=v,
-        g=g,
-        do=do,
-        dk=dk,
-        dv=dv,
-        dht=dht,
-        dh0=dh0,
-        scale=scale,
-        T=T,
-        B=B,
-        H=H,
-        K=K,
-        V=V,
-        BK=BK_full,
-        BV=BV,
-        ACC=ACC,
-        USE_FINAL_STATE_GRADIENT=dht is not None,
-        STORE_INITIAL_STATE_GRADIENT=dh0 is not None,
-        num_warps=4,
-    )
-    dk = dk.sum(0) if NV > 1 else dk[0]
-    dg = None
-    if need_dg:
-        dg = retention_log_decay_grad(q, k, dq, dk, final_state, dht)
-    if dh0 is not None:
-        dh0 = dh0.to(initial_state.dtype)
-    return dq.to(q.dtype), dk.to(k.dtype), dv, dh0, dg
-
-
-class FusedRecurrentRetentionFunction(torch.autograd.Function):
-    """Autograd wrapper of the fused recurrent kernels; differentiable w.r.t. ``q, k, v, g, initial_state``."""
-
-    @staticmethod
-    @input_guard
-    def forward(
-        ctx,
-        q: torch.Tensor,
-        k: torch.Tensor,
-        v: torch.Tensor,
-        g: torch.Tensor,
-        scale: float,
-        initial_state: torch.Tensor | None,
-        output_final_state: bool,
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        o, ht = fused_recurrent_retention_fwd(q, k, v, g, scale, initial_state, output_final_state)
-        ctx.save_for_backward(q, k, v, g, initial_state, ht)
-        ctx.scale = scale
-        return o, ht
-
-    @staticmethod
-    @input_guard
-    def backward(ctx, do: torch.Tensor, dht: torch.Tensor | None):
-        q, k, v, g, initial_state, ht = ctx.saved_tensors
-        dq, dk, dv, dh0, dg = fused_recurrent_retention_bwd(
-            q, k, v, g, ctx.scale, initial_state, do, dht, final_state=ht, need_dg=ctx.needs_input_grad[3]
-        )
-        if dg is not None:
-            dg = dg.to(g.dtype)
-        return dq, dk, dv, dg, None, dh0, None
+        q=q, k=k, v=v, g=g, do=do, dk=dk, dv=dv, dht=dht, dh0=dh0, scale=scale, T=T, B=B, H=H, K=K, V=V,
+        BK=BK_full, BV=BV, ACC=ACC, USE_FINAL_STATE_GRADIENT=dht is not None,
+        STORE_INITIAL_STATE_GRADIENT=dh0 is not None, num_warps=4,
+    )  # fmt: skip
+    return dq, dk.sum(0) if NV > 1 else dk[0], dv, dh0
 
 
 def fused_recurrent_retention_triton(
@@ -388,5 +231,5 @@ def fused_recurrent_retention_triton(
         ValueError: for ``K`` or ``V`` above 256.
     """
     check_head_dims("fused_recurrent_retention", q.shape[-1], v.shape[-1])
-    g = g_gamma.to(device=q.device, dtype=kernel_dtypes(q.dtype)[0]).contiguous()
-    return FusedRecurrentRetentionFunction.apply(q, k, v, g, scale, initial_state, output_final_state)
+    fwd, bwd = fused_recurrent_retention_fwd, fused_recurrent_retention_bwd
+    return triton_retention(q, k, v, g_gamma, scale, initial_state, output_final_state, fwd, bwd)
