@@ -476,3 +476,21 @@ def test_retention_caches_stay_bounded_over_many_lengths() -> None:
         assert len(DECAY_TABLES) <= DECAY_TABLES.max_entries and DECAY_TABLES.nbytes <= DECAY_TABLES.max_bytes
         assert len(CHUNK_TABLES) <= CHUNK_TABLES.max_entries and CHUNK_TABLES.nbytes <= CHUNK_TABLES.max_bytes
     assert len(DECAY_TABLES) == DECAY_TABLES.max_entries
+
+
+@pytest.mark.parametrize(
+    "fn", [parallel_retention, _chunked(chunk_retention_torch, 16)], ids=["parallel", "chunk_torch"]
+)
+def test_tables_cached_under_inference_mode_serve_autograd(fn: RetentionFn) -> None:
+    """A table first built under ``inference_mode`` is a normal tensor: a later call with autograd can use it."""
+    DECAY_TABLES.clear()
+    CHUNK_TABLES.clear()
+    q, k, v, _ = _inputs(1, 20, 2, 4, 4, torch.float32, False)
+    g = torch.log(torch.tensor([0.9, 0.99]))
+    with torch.inference_mode():
+        first, _ = fn(q, k, v, g, None, None, False)
+    o, _ = fn(q, k, v, g, None, None, False)
+    o.sum().backward()
+    assert q.grad is not None
+    # the chunk form's inference branch works in place, so it rounds differently from the autograd branch
+    torch.testing.assert_close(o.detach(), first, rtol=1e-5, atol=1e-5)

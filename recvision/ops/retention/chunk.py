@@ -162,16 +162,22 @@ class _ChunkDecays:
         """
         key = (N, last)
         if key not in self._group:
-            g, C, H = self.g, self.chunk, self.g.shape[0]
-            lengths = torch.full((N,), float(C), device=g.device, dtype=g.dtype)
-            lengths[-1] = last
-            # padded positions of the last chunk would get negative exponents; their keys are zero, so clamp to 0
-            key_decay = torch.exp(g * (lengths.view(1, N, 1) - 1 - self.pos.view(1, 1, C)).clamp(min=0))
-            chunk_decay = torch.exp(g.view(H, 1) * lengths.view(1, N)).view(1, H, N, 1, 1)
-            if len(self._group) >= 4:
+            # a cached object is shared by later calls: build without autograd and never as inference tensors
+            cached = not self.g.requires_grad
+            with torch.inference_mode(False), torch.set_grad_enabled(torch.is_grad_enabled() and not cached):
+                self._group[key] = self._group_decays(N, last)
+            if len(self._group) > 4:
                 self._group.pop(next(iter(self._group)))
-            self._group[key] = (key_decay, chunk_decay)
         return self._group[key]
+
+    def _group_decays(self, N: int, last: int) -> tuple[torch.Tensor, torch.Tensor]:
+        g, C, H = self.g, self.chunk, self.g.shape[0]
+        lengths = torch.full((N,), float(C), device=g.device, dtype=g.dtype)
+        lengths[-1] = last
+        # padded positions of the last chunk would get negative exponents; their keys are zero, so clamp to 0
+        key_decay = torch.exp(g * (lengths.view(1, N, 1) - 1 - self.pos.view(1, 1, C)).clamp(min=0))
+        chunk_decay = torch.exp(g.view(H, 1) * lengths.view(1, N)).view(1, H, N, 1, 1)
+        return key_decay, chunk_decay
 
 
 def _chunk_group(

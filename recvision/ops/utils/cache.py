@@ -3,8 +3,8 @@
 The tables (``gamma^(i-j)`` masks and the like) are rebuilt from the same few numbers on every call of a
 layer; keeping the last few saves that work. The cache is bounded both in entries and in bytes, so a sweep over
 many sequence lengths cannot make it grow without end, and a table larger than the byte budget is built on every
-call and never stored. Tables are built and stored without autograd: callers bypass the cache when the decays
-need a gradient.
+call and never stored. Tables are built without autograd and never as inference tensors: callers bypass the
+cache when the decays need a gradient.
 """
 
 from __future__ import annotations
@@ -70,7 +70,9 @@ class DecayTableCache:
         if hit is not None:
             self._entries.move_to_end(key)
             return hit[0]
-        with torch.no_grad():
+        # normal tensors even when the first call comes under inference_mode, so that a later call with autograd
+        # can save them for its backward
+        with torch.inference_mode(False), torch.no_grad():
             value = build()
         size = _nbytes(value)
         if self.max_entries > 0 and size <= self.max_bytes:
