@@ -7,7 +7,7 @@ same values (inputs rounded to bfloat16 first, so only the arithmetic differs; t
 against the references in each op's own test file): the output and the gradient of every input, driven by a
 random upstream gradient. Tolerances are relative RMS errors (:func:`recvision.ops.utils.assert_close`, no
 absolute shortcut): bfloat16 keeps 8 significant bits (a rounding error of up to 2^-9 = 2e-3 per product
-operand), so the bounds are a few times that, and about four times the errors measured here. A spy checks that
+operand), and the bounds are a few times that. A spy checks that
 the products really ran in bfloat16. One long sequence (16384 tokens; the parallel retention form, O(T^2) in
 memory, 4096) per op is marked slow.
 """
