@@ -20,6 +20,10 @@ Two parts, both in one run:
    ``q k^T``, intra-chunk ``scores @ v``, the chunk state update ``k^T v`` and the inter-chunk ``q @ S``). Its FLOP/s
    is divided by the FLOP/s of a plain fp32 ``torch.matmul`` (2048 x 2048 @ 2048 x 2048) on the same machine.
 
+``--precision bf16`` runs every model forward (and training step) under ``torch.autocast("cpu",
+dtype=torch.bfloat16)``: the linear layers and the ops' products in bfloat16, states and sums in float32 (the
+weights stay float32). The op-efficiency part is always float32.
+
 All measurements use ``torch.set_num_threads(2)`` (``--threads``). Usage (from the repository root)::
 
     python benchmarks/bench_vir_vs_vit.py                                  # everything (about 20 minutes on 2 cores)
@@ -27,6 +31,7 @@ All measurements use ``torch.set_num_threads(2)`` (``--threads``). Usage (from t
     python benchmarks/bench_vir_vs_vit.py --sizes 224 512 --models vit vir-chunk plstm --skip-op
     python benchmarks/bench_vir_vs_vit.py --skip-models --chunk-size 64 128 --json op.json
     python benchmarks/bench_vir_vs_vit.py --sizes 224 1024 --models vit plstm --passes fwd train --skip-op
+    python benchmarks/bench_vir_vs_vit.py --sizes 1024 2048 --models vit vir-chunk --precision bf16 --skip-op
 """
 
 from __future__ import annotations
@@ -59,6 +64,7 @@ VIR_MODES = {"vir-chunk": "chunkwise", "vir-rec": "recurrent"}
 RESULT_PREFIX = "BENCH_RESULT "
 PASSES = ("fwd", "train")
 PASS_LABELS = {"fwd": "forward (inference mode)", "train": "training step (forward + backward)"}
+PRECISIONS = ("fp32", "bf16")
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -129,16 +135,21 @@ def build_model(name: str, size: int, vir_chunk_size: int | None = None) -> Any:
 # Worker: one model at one size, in its own process
 
 
-def run_worker(name: str, size: int, repeats: int, vir_chunk_size: int | None, pass_: str = "fwd") -> dict[str, Any]:
+def run_worker(
+    name: str, size: int, repeats: int, vir_chunk_size: int | None, pass_: str = "fwd", precision: str = "fp32"
+) -> dict[str, Any]:
     """Measure one (model, size, pass) in this process; returns the JSON-able result.
 
     ``pass_`` is ``"fwd"`` (forward under ``torch.inference_mode()``) or ``"train"`` (forward and backward of the
-    summed logits in train mode, gradients set to ``None`` first).
+    summed logits in train mode, gradients set to ``None`` first). ``precision="bf16"`` runs the forward under
+    CPU autocast to bfloat16.
     """
     import torch
 
     torch.set_num_threads(NUM_THREADS)
     result: dict[str, Any] = {"model": name, "size": size, "tokens": (size // 16) ** 2, "pass": pass_}
+    result["precision"] = precision
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16")
     try:
         model = build_model(name, size, vir_chunk_size)
         if pass_ == "train":
@@ -153,12 +164,14 @@ def run_worker(name: str, size: int, repeats: int, vir_chunk_size: int | None, p
         peak_reset = reset_peak_rss()
 
         def forward() -> None:
-            with torch.inference_mode():
+            with torch.inference_mode(), autocast:
                 model(x)
 
         def train_step() -> None:
             model.zero_grad(set_to_none=True)
-            model(x).sum().backward()
+            with autocast:
+                logits = model(x)
+            logits.float().sum().backward()
 
         median_s, times = median_time(train_step if pass_ == "train" else forward, repeats)
         peak_mib = maxrss_mib()
@@ -182,15 +195,22 @@ def run_worker(name: str, size: int, repeats: int, vir_chunk_size: int | None, p
 
 
 def spawn_worker(
-    name: str, size: int, repeats: int, timeout: float, vir_chunk_size: int | None, pass_: str = "fwd"
+    name: str,
+    size: int,
+    repeats: int,
+    timeout: float,
+    vir_chunk_size: int | None,
+    pass_: str = "fwd",
+    precision: str = "fp32",
 ) -> dict[str, Any]:
     """Run :func:`run_worker` in a fresh Python process and collect its result (or why there is none)."""
     cmd = [sys.executable, os.path.abspath(__file__), "--worker", name, str(size), "--repeats", str(repeats)]
-    cmd += ["--threads", str(NUM_THREADS), "--worker-pass", pass_]
+    cmd += ["--threads", str(NUM_THREADS), "--worker-pass", pass_, "--precision", precision]
     if vir_chunk_size is not None:
         cmd += ["--vir-chunk-size", str(vir_chunk_size)]
     env = dict(os.environ, OMP_NUM_THREADS=str(NUM_THREADS), MKL_NUM_THREADS=str(NUM_THREADS))
     base: dict[str, Any] = {"model": name, "size": size, "tokens": (size // 16) ** 2, "pass": pass_}
+    base["precision"] = precision
     load_before = os.getloadavg()[0]
     start = time.perf_counter()
     try:
@@ -336,9 +356,24 @@ def _ratio(num: dict[str, Any] | None, den: dict[str, Any] | None, key: str) -> 
     return f"{num[key] / den[key]:.2f}x"
 
 
-def model_table(results: list[dict[str, Any]], sizes: list[int], pass_: str = "fwd") -> str:
+def precision_table(results: list[dict[str, Any]], sizes: list[int], pass_: str = "fwd") -> str:
+    """Markdown table of bf16 against fp32 per model and size: throughput ``t_fp32 / t_bf16`` and memory ratio."""
+    by_key = {(r["model"], r["size"], r.get("precision", "fp32")): r for r in results if r.get("pass") == pass_}
+    models = [m for m in MODELS if any(key[0] == m for key in by_key)]
+    header = ["size (px)"] + [f"throughput {MODEL_LABELS[m]} bf16/fp32" for m in models]
+    header += [f"memory {MODEL_LABELS[m]} bf16/fp32" for m in models]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---:|" * len(header)]
+    for size in sizes:
+        pairs = [(by_key.get((m, size, "bf16")), by_key.get((m, size, "fp32"))) for m in models]
+        row = [str(size)] + [_ratio(fp32, bf16, "median_s") for bf16, fp32 in pairs]
+        row += [_ratio(bf16, fp32, "peak_extra_mib") for bf16, fp32 in pairs]
+        lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines)
+
+
+def model_table(results: list[dict[str, Any]], sizes: list[int], pass_: str = "fwd", precision: str = "fp32") -> str:
     """Markdown table of one pass: times (s), peak extra memory (MiB) and model/ViT ratios, one row per size."""
-    results = [r for r in results if r.get("pass", "fwd") == pass_]
+    results = [r for r in results if r.get("pass", "fwd") == pass_ and r.get("precision", "fp32") == precision]
     sizes = [s for s in sizes if any(r["size"] == s for r in results)]
     by_key = {(r["model"], r["size"]): r for r in results}
     models = [m for m in MODELS if any(r["model"] == m for r in results)]
@@ -442,6 +477,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--train-sizes", type=int, nargs="+", default=[224], help="image sides of the training-step pass"
     )
+    parser.add_argument(
+        "--precision",
+        nargs="+",
+        choices=PRECISIONS,
+        default=["fp32"],
+        help="fp32 and/or bf16 (CPU autocast) for the models; with both, each (model, size) runs in both",
+    )
     parser.add_argument("--skip-models", action="store_true", help="only measure the op FLOP/s ratio")
     parser.add_argument("--skip-op", action="store_true", help="only benchmark the models")
     parser.add_argument("--worker", nargs=2, metavar=("MODEL", "SIZE"), default=None, help=argparse.SUPPRESS)
@@ -465,7 +507,7 @@ def main(argv: list[str] | None = None) -> None:
     NUM_THREADS = args.threads
     if args.worker is not None:
         name, size = args.worker
-        result = run_worker(name, int(size), args.repeats, args.vir_chunk_size, args.worker_pass)
+        result = run_worker(name, int(size), args.repeats, args.vir_chunk_size, args.worker_pass, args.precision[0])
         print(RESULT_PREFIX + json.dumps(result), flush=True)
         return
 
@@ -489,18 +531,27 @@ def main(argv: list[str] | None = None) -> None:
             for name in MODELS:
                 if name not in args.models:
                     continue
-                print(f"running {MODEL_LABELS[name]} @ {size} px, {pass_} ...", file=sys.stderr, flush=True)
-                result = spawn_worker(name, size, args.repeats, args.timeout, args.vir_chunk_size, pass_)
-                print(f"  -> {result['status']} {result.get('median_s', '')}", file=sys.stderr, flush=True)
-                results.append(result)
+                # the precisions of one (model, size) run next to each other, so that their ratio sees one load
+                for precision in args.precision:
+                    label = f"{MODEL_LABELS[name]} @ {size} px, {pass_}, {precision}"
+                    print(f"running {label} ...", file=sys.stderr, flush=True)
+                    result = spawn_worker(name, size, args.repeats, args.timeout, args.vir_chunk_size, pass_, precision)
+                    print(f"  -> {result['status']} {result.get('median_s', '')}", file=sys.stderr, flush=True)
+                    results.append(result)
         report["models"] = results
         for pass_ in args.passes:
-            print(
-                f"## ViR-B/16, LightNet-B/16 and pLSTM-B/16 vs ViT-B/16, batch 1, {PASS_LABELS[pass_]}, "
-                f"median of {args.repeats}\n"
-            )
-            print(model_table(results, sorted({s for p, s in jobs if p == pass_}), pass_))
-            print()
+            sizes = sorted({s for p, s in jobs if p == pass_})
+            for precision in args.precision:
+                print(
+                    f"## ViR-B/16, LightNet-B/16 and pLSTM-B/16 vs ViT-B/16, batch 1, {PASS_LABELS[pass_]}, "
+                    f"{precision}, median of {args.repeats}\n"
+                )
+                print(model_table(results, sizes, pass_, precision))
+                print()
+            if len(args.precision) == 2:
+                print(f"## bf16 vs fp32, {PASS_LABELS[pass_]}: throughput and peak memory ratios\n")
+                print(precision_table(results, sizes, pass_))
+                print()
 
     if not args.skip_op:
         print("running chunk_retention FLOP/s ...", file=sys.stderr, flush=True)

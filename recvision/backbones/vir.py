@@ -155,7 +155,7 @@ class VisionRetention(IsotropicClassifierMixin, nn.Module):
         class_token: bool = True,
         retention_mode: str = "chunkwise",
         chunk_size: int = 64,
-        stream_block_size: int = 256,
+        stream_block_size: int = 1024,
         dynamic_img_size: bool = False,
         dynamic_img_pad: bool = False,
         drop_rate: float = 0.0,
@@ -188,7 +188,9 @@ class VisionRetention(IsotropicClassifierMixin, nn.Module):
             class_token: append a class token at the end of the sequence.
             retention_mode: ``"parallel"``, ``"chunkwise"`` or ``"recurrent"``.
             chunk_size: tokens per chunk in chunkwise mode.
-            stream_block_size: tokens processed together per step of the recurrent (streaming) mode.
+            stream_block_size: tokens processed together per step of the recurrent (streaming) mode; the working
+                memory grows with it, not with T, and larger blocks spread the per-block cost of every layer
+                over more tokens.
             dynamic_img_size: accept any input size, resampling the position embedding to the patch grid.
             dynamic_img_pad: pad inputs to a multiple of the patch size.
             drop_rate: dropout before the classifier.

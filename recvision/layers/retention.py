@@ -13,6 +13,7 @@ import torch
 from timm.models import register_notrace_module
 from torch import nn
 
+from ..config import use_triton
 from ..ops.retention import chunk_retention, fused_recurrent_retention, parallel_retention
 
 __all__ = ["RETENTION_MODES", "MultiHeadRetention", "vir_log_decay"]
@@ -109,6 +110,10 @@ class MultiHeadRetention(nn.Module):
     def forward_stream(self, x: torch.Tensor, state: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         """Mix the next tokens of a stream, carrying the recurrent state.
 
+        On CUDA (and with the Triton backend) the tokens go through the fused recurrent kernel; on the CPU a
+        single token goes through the token loop and a block of tokens through the chunk form, both starting
+        from ``state``.
+
         Args:
             x: the next tokens ``[B, T, C]`` (``T`` may be 1).
             state: state after the previous tokens ``[B, H, D, D]`` (float32), or ``None`` at the start.
@@ -117,7 +122,13 @@ class MultiHeadRetention(nn.Module):
             Output ``[B, T, C]`` and the state after these tokens.
         """
         q, k, v = self._split_heads(x)
-        o, state = fused_recurrent_retention(
-            q, k, v, self.log_decay(x.device), self.scale, initial_state=state, output_final_state=True
-        )
+        g = self.log_decay(x.device)
+        if x.shape[1] > 1 and not use_triton(q):
+            # On the CPU a block of tokens is mixed chunk by chunk from the carried state: the same recurrence as
+            # the token loop, as matrix products, and still nothing larger than the block is made.
+            o, state = chunk_retention(
+                q, k, v, g, self.scale, initial_state=state, output_final_state=True, chunk_size=self.chunk_size
+            )
+        else:
+            o, state = fused_recurrent_retention(q, k, v, g, self.scale, initial_state=state, output_final_state=True)
         return self.proj_drop(self.proj(o.flatten(2))), state

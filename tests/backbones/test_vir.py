@@ -116,27 +116,35 @@ def test_mode_is_a_create_model_kwarg_and_validated():
 
 
 def test_recurrent_mode_streams_with_constant_state(monkeypatch):
-    """Recurrent mode never calls the T x T or chunk forms and feeds every layer at most a block of tokens."""
+    """Recurrent mode never calls the T x T form and feeds every layer at most a block of tokens, carrying the
+    O(1) state (on the CPU a block of tokens goes through the chunk form from that state, one token through the
+    token loop)."""
 
     def forbidden(*args, **kwargs):
-        raise AssertionError("recurrent mode must not use the parallel or chunkwise form")
+        raise AssertionError("recurrent mode must not use the parallel form")
 
     monkeypatch.setattr("recvision.layers.retention.parallel_retention", forbidden)
-    monkeypatch.setattr("recvision.layers.retention.chunk_retention", forbidden)
     seen = []
-    original = retention_ops.fused_recurrent_retention
 
-    def spy(q, k, v, *args, **kwargs):
-        seen.append((q.shape[1], None if kwargs.get("initial_state") is None else kwargs["initial_state"].shape))
-        return original(q, k, v, *args, **kwargs)
+    def spying(name, original):
+        def spy(q, k, v, *args, **kwargs):
+            assert kwargs.get("output_final_state"), name
+            state = kwargs.get("initial_state")
+            seen.append((name, q.shape[1], None if state is None else state.shape))
+            return original(q, k, v, *args, **kwargs)
 
-    monkeypatch.setattr("recvision.layers.retention.fused_recurrent_retention", spy)
+        return spy
+
+    for name in ("chunk_retention", "fused_recurrent_retention"):
+        monkeypatch.setattr(f"recvision.layers.retention.{name}", spying(name, getattr(retention_ops, name)))
     model = make(retention_mode="recurrent", stream_block_size=4, dynamic_img_size=True)
     model(torch.randn(1, 3, 48, 40))
     n_tokens = 6 * 5 + 1
-    assert max(t for t, _ in seen) <= 4
-    assert sum(t for t, _ in seen) == n_tokens * len(model.blocks)
-    assert {s for _, s in seen if s is not None} == {(1, 2, 32, 32)}  # O(1) state: [B, H, D, D]
+    assert max(t for _, t, _ in seen) <= 4
+    assert sum(t for _, t, _ in seen) == n_tokens * len(model.blocks)
+    assert {s for _, _, s in seen if s is not None} == {(1, 2, 32, 32)}  # O(1) state: [B, H, D, D]
+    # blocks of several tokens take the chunk form, the lone class token the token loop
+    assert {(name, t > 1) for name, t, _ in seen} == {("chunk_retention", True), ("fused_recurrent_retention", False)}
 
 
 def test_forward_shapes_and_head_api():
@@ -279,7 +287,7 @@ def test_triton_path_matches_torch_inside_model(mode, triton_device, monkeypatch
         raise AssertionError("the Triton backend fell back to PyTorch")
 
     monkeypatch.setattr("recvision.ops.retention.chunk.chunk_retention_torch", forbidden)
-    monkeypatch.setattr("recvision.ops.retention.fused_recurrent.naive_recurrent_retention", forbidden)
+    monkeypatch.setattr("recvision.ops.retention.fused_recurrent.fused_recurrent_retention_torch", forbidden)
     with recvision.config.backend("triton"):
         out = model(x)
         (grad,) = torch.autograd.grad(out.square().sum(), x)

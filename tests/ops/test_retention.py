@@ -23,6 +23,7 @@ from recvision.ops.retention import (
     chunk_retention,
     chunk_retention_torch,
     fused_recurrent_retention,
+    fused_recurrent_retention_torch,
     naive_recurrent_retention,
     parallel_retention,
     retnet_g_gamma,
@@ -92,6 +93,7 @@ def _chunked(fn: RetentionFn, chunk_size: int) -> RetentionFn:
 FORMS = [
     pytest.param(parallel_retention, id="parallel"),
     pytest.param(fused_recurrent_retention, id="fused_recurrent"),
+    pytest.param(fused_recurrent_retention_torch, id="fused_recurrent_torch"),
     pytest.param(_chunked(chunk_retention_torch, 16), id="chunk_torch-C16"),
     pytest.param(_chunked(chunk_retention_torch, 64), id="chunk_torch-C64"),
     pytest.param(_chunked(chunk_retention, 16), id="chunk-C16"),
@@ -394,3 +396,101 @@ def test_chunk_torch_inference_mode_and_groups_match(T: int, group_size: int) ->
         o, state = chunk_retention_torch(q, k, v, g, None, s0, True, chunk_size=16, group_size=group_size)
     torch.testing.assert_close(o, ref, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(state, ref_state, rtol=1e-5, atol=1e-5)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# the recurrent token loop, learnable decays and the decay-table caches
+
+from recvision.ops.retention.chunk import CHUNK_TABLES  # noqa: E402
+from recvision.ops.retention.parallel import DECAY_TABLES  # noqa: E402
+from recvision.ops.utils import DecayTableCache  # noqa: E402
+
+LEARNABLE_DECAY_FORMS = [
+    pytest.param(parallel_retention, id="parallel"),
+    pytest.param(fused_recurrent_retention_torch, id="fused_recurrent_torch"),
+    pytest.param(_chunked(chunk_retention_torch, 16), id="chunk_torch-C16"),
+]
+
+
+@pytest.mark.parametrize("fn", LEARNABLE_DECAY_FORMS)
+def test_learnable_decay_gradient_through_cached_forms(fn: RetentionFn) -> None:
+    """A decay that needs a gradient bypasses the caches: ``dg_gamma`` matches the reference, call after call."""
+    B, T, H, K, V = 2, 40, 3, 8, 6
+    q, k, v, h0 = _inputs(B, T, H, K, V, torch.float32, True)
+    do, dht = torch.randn(B, T, H, V), torch.randn(B, H, K, V)
+    grads = []
+    for f in (naive_recurrent_retention, fn, fn):  # the form twice: a cached first call must not change the second
+        g = torch.log(torch.tensor([0.9, 0.97, 0.995])).requires_grad_(True)
+        o, ht = f(q, k, v, g, None, h0, True)
+        ((o * do).sum() + (ht * dht).sum()).backward()
+        grads.append(g.grad.clone())
+    assert_close("dg", grads[0], grads[1], 5e-6, atol=0.0)
+    assert torch.equal(grads[1], grads[2])
+
+
+def test_fused_recurrent_torch_inference_matches_autograd_path() -> None:
+    """The in-place loop (no autograd) and the autograd loop give the same numbers; the caller's state is kept."""
+    B, T, H, K, V = 2, 33, 3, 8, 6
+    q, k, v = (torch.randn(B, T, H, d) for d in (K, K, V))
+    g = torch.log(torch.tensor([0.9, 0.97, 1.0]))
+    s0 = torch.randn(B, H, K, V)
+    s0_copy = s0.clone()
+    with torch.inference_mode():
+        o, state = fused_recurrent_retention_torch(q, k, v, g, None, s0, True)
+    o_grad, state_grad = fused_recurrent_retention_torch(q, k, v, g, None, s0.requires_grad_(True), True)
+    assert torch.equal(s0.detach(), s0_copy)
+    # in place, the update is one fused multiply-add, so the two loops round differently
+    torch.testing.assert_close(o, o_grad.detach(), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(state, state_grad.detach(), rtol=1e-5, atol=1e-5)
+
+
+def test_decay_table_cache_is_bounded() -> None:
+    """The LRU cache never holds more than its entry and byte bounds; an oversized table is built, not stored."""
+    cache = DecayTableCache(max_entries=3, max_bytes=1000)
+    for n in range(10):
+        assert torch.equal(cache.get(("t", n), lambda n=n: torch.full((n + 1,), float(n))), torch.full((n + 1,), n))
+        assert len(cache) <= 3 and cache.nbytes <= 1000
+    assert [key[1] for key in cache._entries] == [7, 8, 9]
+    cache.get(("t", 7), lambda: torch.zeros(1))  # a hit moves 7 to the back: 8 is now the oldest
+    cache.get(("t", 10), lambda: torch.zeros(1))
+    assert [key[1] for key in cache._entries] == [9, 7, 10]
+    big = cache.get(("big",), lambda: torch.zeros(1000))  # 4000 bytes > 1000
+    assert big.shape == (1000,) and ("big",) not in cache._entries and cache.nbytes <= 1000
+    cache.configure(max_entries=1, max_bytes=1000)
+    assert len(cache) == 1
+    with pytest.raises(ValueError, match="max_entries"):
+        cache.configure(-1, 10)
+
+
+def test_retention_caches_stay_bounded_over_many_lengths() -> None:
+    """Sweeping the sequence length fills the module caches only up to their bounds, and a hit is exact."""
+    H, K = 2, 4
+    g = torch.log(torch.tensor([0.9, 0.99]))
+    DECAY_TABLES.clear()
+    CHUNK_TABLES.clear()
+    for T in range(1, 40):
+        q, k, v = (torch.randn(1, T, H, K) for _ in range(3))
+        first = parallel_retention(q, k, v, g)[0]
+        assert torch.equal(first, parallel_retention(q, k, v, g)[0])
+        chunk_retention_torch(q, k, v, g, chunk_size=max(1, T // 2))
+        assert len(DECAY_TABLES) <= DECAY_TABLES.max_entries and DECAY_TABLES.nbytes <= DECAY_TABLES.max_bytes
+        assert len(CHUNK_TABLES) <= CHUNK_TABLES.max_entries and CHUNK_TABLES.nbytes <= CHUNK_TABLES.max_bytes
+    assert len(DECAY_TABLES) == DECAY_TABLES.max_entries
+
+
+@pytest.mark.parametrize(
+    "fn", [parallel_retention, _chunked(chunk_retention_torch, 16)], ids=["parallel", "chunk_torch"]
+)
+def test_tables_cached_under_inference_mode_serve_autograd(fn: RetentionFn) -> None:
+    """A table first built under ``inference_mode`` is a normal tensor: a later call with autograd can use it."""
+    DECAY_TABLES.clear()
+    CHUNK_TABLES.clear()
+    q, k, v, _ = _inputs(1, 20, 2, 4, 4, torch.float32, False)
+    g = torch.log(torch.tensor([0.9, 0.99]))
+    with torch.inference_mode():
+        first, _ = fn(q, k, v, g, None, None, False)
+    o, _ = fn(q, k, v, g, None, None, False)
+    o.sum().backward()
+    assert q.grad is not None
+    # the chunk form's inference branch works in place, so it rounds differently from the autograd branch
+    torch.testing.assert_close(o.detach(), first, rtol=1e-5, atol=1e-5)

@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from ...config import use_triton
+from ..utils.dtypes import autocast_off, matmul_dtype
 from .common import check_additive_inputs, upcast_inputs
 
 __all__ = ["chunk_additive", "chunk_additive_torch", "global_additive"]
@@ -92,11 +93,14 @@ def global_additive(
     if causal:
         raise ValueError("causal must be False for global_additive (use chunk_additive_torch for the causal form)")
     qf, kf, vf, gf = upcast_inputs(q, k, v, g, scale)
-    w = torch.softmax(gf, dim=1)  # [B, T, H, K], sums to 1 over T
+    mm = matmul_dtype(q)
+    w = torch.softmax(gf, dim=1)  # [B, T, H, K], sums to 1 over T (normalised in float32)
     if kf is not None:
         w = w * kf
-    state = torch.einsum("bthk,bthv->bhkv", w, vf)
-    o = torch.einsum("bthk,bhkv->bthv", qf, state)
+    with autocast_off(q):
+        # the sum over T of the state happens inside the product, which accumulates in float32
+        state = torch.einsum("bthk,bthv->bhkv", w.to(mm), vf.to(mm))
+        o = torch.einsum("bthk,bhkv->bthv", qf.to(mm), state)
     return o.to(q.dtype), None
 
 
@@ -166,12 +170,14 @@ def chunk_additive_torch(
     expo = gc[..., None, :, :] - zc[..., :, None, :]  # [B, H, N, t, s, K]
     # mask before exp: the unused upper triangle may be large and positive
     weights = torch.exp(torch.where(causal_mask, expo, torch.full_like(expo, float("-inf"))))
-    scores = torch.einsum("bhntk,bhnsk,bhntsk->bhnts", qc, kc, weights)
-    o = scores @ vc  # [B, H, N, C, V]
-
+    mm = matmul_dtype(q)
+    with autocast_off(q):
+        scores = torch.einsum("bhntk,bhnsk,bhntsk->bhnts", qc, kc, weights)
+        o = (scores.to(mm) @ vc.to(mm)).to(qf.dtype)  # [B, H, N, C, V]
     if N > 1:
         key = kc * torch.exp(gc - zl[:, :, :, None])  # [B, H, N, C, K]
-        updates = key.transpose(-1, -2) @ vc  # [B, H, N, K, V], normalised at zl
+        with autocast_off(q):
+            updates = (key.to(mm).transpose(-1, -2) @ vc.to(mm)).to(qf.dtype)  # [B, H, N, K, V], normalised at zl
         chunk_decay = torch.exp(zp - zl)[..., None]  # [B, H, N, K, 1]
         state = torch.zeros(B, H, K, V, dtype=qf.dtype, device=q.device)
         before = [state]
@@ -180,6 +186,7 @@ def chunk_additive_torch(
             before.append(state)
         states = torch.stack(before, dim=2)  # [B, H, N, K, V], normalised at zp
         query = qc * torch.exp((zp[:, :, :, None] - zc).clamp(max=0))
-        o = o + query @ states
+        with autocast_off(q):
+            o = o + (query.to(mm) @ states.to(mm)).to(qf.dtype)
     o = o.reshape(B, H, N * C, V)[:, :, :T].transpose(1, 2)
     return o.to(q.dtype), None

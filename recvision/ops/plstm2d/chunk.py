@@ -23,6 +23,7 @@ from __future__ import annotations
 import torch
 
 from ...config import use_triton
+from ..utils.dtypes import autocast_off, matmul_dtype
 from .block_scan import scan_plstm2d_blocks
 from .common import (
     DEFAULT_CHUNK_SIZE,
@@ -136,23 +137,28 @@ def chunk_plstm2d_torch(
             beyond rounding.
 
     Returns:
-        ``o [B, X, Y, H, DV]`` in q's dtype (computed in float32, float64 for float64 inputs).
+        ``o [B, X, Y, H, DV]`` in q's dtype (computed in float32, float64 for float64 inputs; the intra-chunk
+        products in bfloat16 for bfloat16 inputs or under bfloat16 autocast).
     """
     gates = gate_dict(source_r, source_d, trans_rl, trans_ru, trans_du, trans_dl, mark_l, mark_u, direct)
     scale = check_plstm2d_inputs(q, k, v, gates, scale)
     B, X, Y, H, _ = q.shape
     bx, by = chunk_sides(X, Y, chunk_size)
     Xp, Yp = -(-X // bx) * bx, -(-Y // by) * by
-    qp, kp, vp, flat = pad_grid(q, k, v, gates, Xp, Yp, compute_dtype(q.dtype))
-    one_chunk = Xp == bx and Yp == by
-    if bx * by <= SCAN_MAX_CELLS:
-        blocks = scan_plstm2d_blocks(flat, bx, by, boundary=not one_chunk)
-    else:
-        blocks = plstm2d_blocks(flat, bx, by)
-    qb, kb, vb = to_blocks(qp * scale, bx, by), to_blocks(kp, bx, by), to_blocks(vp, bx, by)
-    o = intra_block_output(qb, kb, vb, blocks.g)
-    if not one_chunk:
-        o = o + _inter_chunk_output(qb, kb, vb, blocks)
+    mm = matmul_dtype(q)
+    # the gate operators and the boundary states between chunks stay in float32; only the intra-chunk products
+    # (scores and their product with the values) run in `mm`
+    with autocast_off(q):
+        qp, kp, vp, flat = pad_grid(q, k, v, gates, Xp, Yp, compute_dtype(q.dtype))
+        one_chunk = Xp == bx and Yp == by
+        if bx * by <= SCAN_MAX_CELLS:
+            blocks = scan_plstm2d_blocks(flat, bx, by, boundary=not one_chunk)
+        else:
+            blocks = plstm2d_blocks(flat, bx, by)
+        qb, kb, vb = to_blocks(qp * scale, bx, by), to_blocks(kp, bx, by), to_blocks(vp, bx, by)
+        o = intra_block_output(qb, kb, vb, blocks.g, mm)
+        if not one_chunk:
+            o = o + _inter_chunk_output(qb, kb, vb, blocks)
     return from_blocks(o, B, H, bx, by)[:, :X, :Y].to(q.dtype)
 
 

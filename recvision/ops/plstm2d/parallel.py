@@ -25,6 +25,7 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
+from ..utils.dtypes import autocast_off, matmul_dtype
 from .common import GATE_NAMES, check_plstm2d_inputs, compute_dtype, gate_dict, next_power_of_two
 
 __all__ = ["parallel_plstm2d", "plstm2d_blocks", "BlockOperators", "next_power_of_two"]
@@ -204,19 +205,24 @@ def pad_grid(
     return pad(q, 2), pad(k, 2), pad(v, 2), flat
 
 
-def intra_block_output(qb: torch.Tensor, kb: torch.Tensor, vb: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+def intra_block_output(
+    qb: torch.Tensor, kb: torch.Tensor, vb: torch.Tensor, g: torch.Tensor, mm: torch.dtype | None = None
+) -> torch.Tensor:
     """``o[c] = sum_{c'} G[c, c'] (q[c] . k[c']) v[c']`` inside each block.
 
     Args:
         qb, kb: scaled queries and keys ``[N, nx, ny, C, DK]`` (``C`` cells per block).
         vb: values ``[N, nx, ny, C, DV]``.
         g: gating ``[N, nx, ny, bx, by, bx, by]``.
+        mm: dtype of the two products' operands (``None``: ``qb``'s); the gating is applied in ``g``'s dtype.
 
     Returns:
-        ``[N, nx, ny, C, DV]``.
+        ``[N, nx, ny, C, DV]`` in ``g``'s dtype.
     """
     C = qb.shape[-2]
-    return ((qb @ kb.transpose(-1, -2)) * g.reshape(*g.shape[:3], C, C)) @ vb
+    mm = qb.dtype if mm is None else mm
+    scores = (qb.to(mm) @ kb.to(mm).transpose(-1, -2)).to(g.dtype)
+    return ((scores * g.reshape(*g.shape[:3], C, C)).to(mm) @ vb.to(mm)).to(g.dtype)
 
 
 def parallel_plstm2d(
@@ -250,7 +256,10 @@ def parallel_plstm2d(
     scale = check_plstm2d_inputs(q, k, v, gates, scale)
     B, X, Y, H, _ = q.shape
     bx, by = next_power_of_two(X), next_power_of_two(Y)
-    qp, kp, vp, flat = pad_grid(q, k, v, gates, bx, by, compute_dtype(q.dtype))
-    blocks = plstm2d_blocks(flat, bx, by)
-    o = intra_block_output(to_blocks(qp * scale, bx, by), to_blocks(kp, bx, by), to_blocks(vp, bx, by), blocks.g)
+    mm = matmul_dtype(q)
+    with autocast_off(q):
+        qp, kp, vp, flat = pad_grid(q, k, v, gates, bx, by, compute_dtype(q.dtype))
+        blocks = plstm2d_blocks(flat, bx, by)
+        qb, kb, vb = to_blocks(qp * scale, bx, by), to_blocks(kp, bx, by), to_blocks(vp, bx, by)
+        o = intra_block_output(qb, kb, vb, blocks.g, mm)
     return from_blocks(o, B, H, bx, by)[:, :X, :Y].to(q.dtype)

@@ -13,9 +13,14 @@ from __future__ import annotations
 import torch
 
 from ...config import use_triton
+from ..utils.cache import DecayTableCache, decay_key
+from ..utils.dtypes import autocast_off, matmul_dtype
 from .common import check_retention_inputs, compute_dtype
 
-__all__ = ["chunk_retention", "chunk_retention_torch"]
+__all__ = ["CHUNK_TABLES", "chunk_retention", "chunk_retention_torch"]
+
+# decay tables of the last few (chunk size, scale, decays, dtype, device); each is a few [H, C, C] tensors
+CHUNK_TABLES = DecayTableCache(max_entries=8, max_bytes=64 << 20)
 
 
 @torch.compiler.disable
@@ -95,7 +100,9 @@ def chunk_retention_torch(
 
     The sequence is processed in groups of about ``group_size`` tokens (whole chunks), each written straight
     into the output, so the temporaries stay cache-sized and the memory does not grow with T beyond ``o``.
-    Decays are formed from non-negative exponents only, so nothing overflows however long T is.
+    Decays are formed from non-negative exponents only, so nothing overflows however long T is. The decay tables
+    are kept in :data:`CHUNK_TABLES` (bounded) unless ``g_gamma`` needs a gradient. Products run in bfloat16 for
+    bfloat16 inputs or under bfloat16 autocast; the state, the decays and the sums stay in float32.
 
     Args:
         q, k, v, g_gamma, scale, initial_state, output_final_state: as in
@@ -115,14 +122,20 @@ def chunk_retention_torch(
     B, T, H, K = q.shape
     V = v.shape[-1]
     C = min(chunk_size, T)
-    tables = _ChunkDecays(g_gamma.to(dtype), scale, C)
+    g = g_gamma.to(dtype)
+    if g_gamma.requires_grad and torch.is_grad_enabled():
+        tables = _ChunkDecays(g, scale, C)
+    else:
+        tables = CHUNK_TABLES.get(("chunk", C, scale, dtype, decay_key(g_gamma)), lambda: _ChunkDecays(g, scale, C))
     state = q.new_zeros(B, H, K, V, dtype=dtype) if initial_state is None else initial_state.to(dtype)
     group = C * max(1, group_size // C)
     o = q.new_empty(B, T, H, V, dtype=dtype)
-    for begin in range(0, T, group):
-        end = min(T, begin + group)
-        o_group, state = _chunk_group(q[:, begin:end], k[:, begin:end], v[:, begin:end], state, tables)
-        o[:, begin:end] = o_group
+    mm = matmul_dtype(q)
+    with autocast_off(q):
+        for begin in range(0, T, group):
+            end = min(T, begin + group)
+            o_group, state = _chunk_group(q[:, begin:end], k[:, begin:end], v[:, begin:end], state, tables, mm)
+            o[:, begin:end] = o_group
     return o.to(q.dtype), (state if output_final_state else None)
 
 
@@ -140,44 +153,72 @@ class _ChunkDecays:
         # the query scale is folded into the two tables that multiply q-rows
         self.intra = torch.where(diff >= 0, scale * torch.exp(self.g * diff.clamp(min=0)), zero)  # [H, C, C]
         self.query = (scale * torch.exp(self.g * (pos + 1))).view(1, H, 1, chunk, 1)
+        self._group: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def group(self, N: int, last: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Key decays ``[H, N, C]`` and chunk decays ``[1, H, N, 1, 1]`` of ``N`` chunks, the last ``last`` long.
+
+        A sequence has at most two group shapes (full groups and the last one); a few are kept.
+        """
+        key = (N, last)
+        if key not in self._group:
+            # a cached object is shared by later calls: build without autograd and never as inference tensors
+            cached = not self.g.requires_grad
+            with torch.inference_mode(False), torch.set_grad_enabled(torch.is_grad_enabled() and not cached):
+                self._group[key] = self._group_decays(N, last)
+            if len(self._group) > 4:
+                self._group.pop(next(iter(self._group)))
+        return self._group[key]
+
+    def _group_decays(self, N: int, last: int) -> tuple[torch.Tensor, torch.Tensor]:
+        g, C, H = self.g, self.chunk, self.g.shape[0]
+        lengths = torch.full((N,), float(C), device=g.device, dtype=g.dtype)
+        lengths[-1] = last
+        # padded positions of the last chunk would get negative exponents; their keys are zero, so clamp to 0
+        key_decay = torch.exp(g * (lengths.view(1, N, 1) - 1 - self.pos.view(1, 1, C)).clamp(min=0))
+        chunk_decay = torch.exp(g.view(H, 1) * lengths.view(1, N)).view(1, H, N, 1, 1)
+        return key_decay, chunk_decay
 
 
 def _chunk_group(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, state: torch.Tensor, tables: _ChunkDecays
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    state: torch.Tensor,
+    tables: _ChunkDecays,
+    mm: torch.dtype,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Retention over one group of whole chunks, ``q, k [B, Tg, H, K]``, ``v [B, Tg, H, V]``, starting from
-    ``state [B, H, K, V]``; returns ``o [B, Tg, H, V]`` and the state after the group."""
+    ``state [B, H, K, V]`` (accumulation dtype), products in ``mm``; returns ``o [B, Tg, H, V]`` and the state after
+    the group, both in the accumulation dtype."""
     B, Tg, H, K = q.shape
     V = v.shape[-1]
-    C, g, dtype = tables.chunk, tables.g, state.dtype
+    C, dtype = tables.chunk, state.dtype
     N = -(-Tg // C)
     pad = N * C - Tg
 
     def to_chunks(x: torch.Tensor) -> torch.Tensor:
         # [B, Tg, H, D] -> [B, H, N, C, D]
-        x = x.to(dtype).transpose(1, 2)
+        x = x.to(mm).transpose(1, 2)
         if pad:
             x = torch.nn.functional.pad(x, (0, 0, 0, pad))
         # contiguous once here, rather than a hidden copy inside each of the two matmuls that read it
         return x.reshape(B, H, N, C, x.shape[-1]).contiguous()
 
     qc, kc, vc = to_chunks(q), to_chunks(k), to_chunks(v)
-    lengths = torch.full((N,), float(C), device=q.device, dtype=dtype)
-    lengths[-1] = C - pad
-    # padded positions of the last chunk would get negative exponents; their keys are zero, so clamp them to 0
-    key_decay = torch.exp(g * (lengths.view(1, N, 1) - 1 - tables.pos.view(1, 1, C)).clamp(min=0))  # [H, N, C]
-    chunk_decay = torch.exp(g.view(H, 1) * lengths.view(1, N)).view(1, H, N, 1, 1)
+    key_decay, chunk_decay = tables.group(N, C - pad)  # [H, N, C], [1, H, N, 1, 1]
 
-    chunk_updates = (kc * key_decay[None, ..., None]).transpose(-1, -2) @ vc  # [B, H, N, K, V]
-    states_before = torch.empty(B, H, N, K, V, dtype=dtype, device=q.device)
+    chunk_updates = (kc * key_decay[None, ..., None]).to(mm).transpose(-1, -2) @ vc  # [B, H, N, K, V]
+    # the states are accumulated in `dtype`; only the copies that feed the products are in `mm`
+    states_before = torch.empty(B, H, N, K, V, dtype=mm, device=q.device)
     for c in range(N):
         states_before[:, :, c] = state
         state = torch.addcmul(chunk_updates[:, :, c], chunk_decay[:, :, c], state)
 
     scores = qc @ kc.transpose(-1, -2)  # [B, H, N, C, C]
     o = qc @ states_before  # [B, H, N, C, V]
-    if torch.is_grad_enabled():
-        o = o * tables.query + (scores * tables.intra[None, :, None]) @ vc
+    if torch.is_grad_enabled() or mm != dtype:
+        o = o.to(dtype) * tables.query + ((scores.to(dtype) * tables.intra[None, :, None]).to(mm) @ vc).to(dtype)
     else:  # inference: the same arithmetic in place, sparing the full-size temporaries
         o.mul_(tables.query)
         scores.mul_(tables.intra[None, :, None])
