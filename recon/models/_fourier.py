@@ -118,13 +118,17 @@ class FourierOps:
         """Shift ``y`` ``[B, C, H, W]``, the bool ``mask`` and ``S`` ``[B, C, H, W]`` to native order, once."""
         return NativeData(self.to_native(kspace), self.to_native(mask), self.to_native(sens))
 
+    def native_ifft(self, kspace: torch.Tensor) -> torch.Tensor:
+        """Inverse 2-D FFT of native-order k-space ``[..., H, W]`` to native-order images ``[..., H, W]``."""
+        return torch.fft.ifft2(kspace, dim=_DIMS, norm=self.normalization)
+
     def native_expand(self, image: torch.Tensor, sens: torch.Tensor) -> torch.Tensor:
         """``{F (S_c x)}_c`` in native order: native image ``[B, H, W]`` -> native k-space ``[B, C, H, W]``."""
         return torch.fft.fft2(image.unsqueeze(-3) * sens, dim=_DIMS, norm=self.normalization)
 
     def native_reduce(self, kspace: torch.Tensor, sens: torch.Tensor) -> torch.Tensor:
         """``sum_c conj(S_c) F^-1 k_c`` in native order: k-space ``[B, C, H, W]`` -> image ``[B, H, W]``."""
-        return (sens.conj() * torch.fft.ifft2(kspace, dim=_DIMS, norm=self.normalization)).sum(-3)
+        return (sens.conj() * self.native_ifft(kspace)).sum(-3)
 
     def native_gradient(self, eta: torch.Tensor, data: NativeData, sigma: float | torch.Tensor = 1.0) -> torch.Tensor:
         """:meth:`log_likelihood_gradient` of a centred-order image ``eta`` ``[B, H, W]`` (result in centred order,

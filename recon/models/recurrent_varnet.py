@@ -338,7 +338,7 @@ class RecurrentVarNet(nn.Module):
 
     def _rss_parts(self, kspace: torch.Tensor) -> torch.Tensor:
         """ATOMMIC's RSS of the real-pair coil images of native-order k-space ``[B, C, H, W]`` -> ``[B, H, W]``."""
-        coil_images = torch.fft.ifft2(kspace, dim=(-2, -1), norm=self.ops.normalization)
+        coil_images = self.ops.native_ifft(kspace)
         parts = torch.complex(coil_images.real.pow(2).sum(-3).sqrt(), coil_images.imag.pow(2).sum(-3).sqrt())
         return self.ops.from_native(parts)
 
