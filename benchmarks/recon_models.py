@@ -160,12 +160,13 @@ def worker(
     library: str | None = None,
     weights: str | None = None,
     precision: str = "fp32",
+    channels_last: bool | None = None,
 ) -> dict[str, Any]:
     """Time ``repeats`` forwards of one of our models on one slice (run in its own process).
 
     With ``weights`` (a safetensors file exported by :func:`worker_theirs`), the model is ``library``'s model
-    converted by :mod:`recon.interop`; else it is built from :data:`CONFIGS`. ``precision`` as
-    :func:`recon.inference.make_reconstructor`.
+    converted by :mod:`recon.interop`; else it is built from :data:`CONFIGS`. ``precision`` and ``channels_last``
+    as :func:`recon.inference.make_reconstructor`.
     """
     import torch
 
@@ -185,9 +186,11 @@ def worker(
         else:
             model = load_atommic_checkpoint(weights, name, config=config)
     kspace, mask, sens = _slice(size, coils)
-    run = make_reconstructor(model, precision=precision)
+    run = make_reconstructor(model, precision=precision, channels_last=channels_last)
     result = _measure(model, lambda: run(kspace, mask, sens), repeats)
     impl = "ours" if library is None else f"ours ({library} weights)"
+    if channels_last is not None:
+        precision += " channels-last" if channels_last else " NCHW"
     return {"model": name, "impl": impl, "precision": precision, **result}
 
 
@@ -289,6 +292,7 @@ def compare(
     timeout: float,
     pythons: dict[str, str],
     precisions: tuple[str, ...] = ("fp32",),
+    layout: tuple[str, ...] = (),
 ) -> list[dict[str, Any]]:
     """For each model and available library: their worker (exports weights, fp32), then ours on those weights in
     each of ``precisions``."""
@@ -303,12 +307,13 @@ def compare(
                 extra = ["--library", library, "--weights", weights]
                 theirs = run_one(name, size, coils, repeats, timeout, [*extra, "--theirs"], python)
                 for precision in precisions:
-                    args = [*extra, "--precision", precision]
+                    args = [*extra, "--precision", precision, *layout]
                     ours = run_one(name, size, coils, repeats, timeout, args) if "error" not in theirs else theirs
                     results.append(
                         {"model": name, "library": library, "precision": precision, "theirs": theirs, "ours": ours}
                     )
-                print(f"done {name} / {library}", file=sys.stderr, flush=True)
+                for r in results[-len(precisions) :]:  # the rows so far, for long runs watched from a log
+                    print(f"done {name} / {library}: {json.dumps(r)}", file=sys.stderr, flush=True)
     return results
 
 
@@ -324,7 +329,7 @@ def compare_table(results: list[dict[str, Any]], size: int, coils: int) -> str:
     ]
     for r in results:
         label, theirs, ours = LABELS[r["model"]], r["theirs"], r["ours"]
-        precision = r.get("precision", "fp32")
+        precision = ours.get("precision", r.get("precision", "fp32"))
         if "error" in theirs or "error" in ours:
             lines.append(
                 f"| {label} | {r['library']} | {precision} | {theirs.get('error', '')} | {ours.get('error', '')} "
@@ -362,6 +367,12 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--direct-python", default=os.environ.get("RECON_DIRECT_PYTHON", LIBRARIES["direct"]))
     parser.add_argument("--atommic-python", default=os.environ.get("RECON_ATOMMIC_PYTHON", LIBRARIES["atommic"]))
+    parser.add_argument(
+        "--channels-last",
+        choices=("auto", "on", "off"),
+        default="auto",
+        help="conv weights of ours in channels-last: auto = bf16 only (recon.inference's default)",
+    )
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--library", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--weights", default=None, help=argparse.SUPPRESS)
@@ -378,17 +389,29 @@ def main(argv: list[str] | None = None) -> None:
         if args.theirs:
             result = worker_theirs(args.library, args.worker, size, coils, args.repeats, args.weights)
         else:
-            result = worker(args.worker, size, coils, args.repeats, args.library, args.weights, args.precision[0])
+            layout = {"auto": None, "on": True, "off": False}[args.channels_last]
+            args_ = (args.library, args.weights, args.precision[0], layout)
+            result = worker(args.worker, size, coils, args.repeats, *args_)
         print(RESULT_PREFIX + json.dumps(result), flush=True)
         return
     if args.compare:
         pythons = {"direct": args.direct_python, "atommic": args.atommic_python}
         libraries = {k: pythons[k] for k in args.libraries}
-        results = compare(args.models, size, coils, args.repeats, args.timeout, libraries, tuple(args.precision))
+        layout = ("--channels-last", args.channels_last)
+        results = compare(
+            args.models, size, coils, args.repeats, args.timeout, libraries, tuple(args.precision), layout
+        )
         print(compare_table(results, size, coils))
     else:
         results = [
-            run_one(name, size, coils, args.repeats, args.timeout, ["--precision", precision])
+            run_one(
+                name,
+                size,
+                coils,
+                args.repeats,
+                args.timeout,
+                ["--precision", precision, "--channels-last", args.channels_last],
+            )
             for name in args.models
             for precision in args.precision
         ]

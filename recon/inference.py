@@ -252,14 +252,16 @@ def precision_context(precision: str, device: str | torch.device) -> contextlib.
     return contextlib.nullcontext()
 
 
-def prepare_model(model: nn.Module, precision: str = "fp32") -> nn.Module:
-    """Put ``model`` in eval mode and, for ``"bf16"``, its conv weights in channels-last (in place; returned).
+def prepare_model(model: nn.Module, precision: str = "fp32", channels_last: bool | None = None) -> nn.Module:
+    """Put ``model`` in eval mode and, with ``channels_last``, its conv weights in channels-last (in place; returned).
 
-    Channels-last makes every conv output, and so every recurrent state, NHWC: one layout through each conv stack.
-    fp32 keeps the weights' layout, so fp32 outputs are those of calling the model directly.
+    Channels-last makes every conv output, and so every recurrent state, NHWC: one layout through each conv stack,
+    the one oneDNN's fast kernels use. ``channels_last=None`` means on for ``"bf16"`` and off for ``"fp32"``, whose
+    outputs are then exactly those of calling the model directly (channels-last fp32 sums the convolutions in
+    another order, so its outputs differ in the last bits).
     """
     model = model.eval()
-    if check_precision(precision) == "bf16":
+    if check_precision(precision) == "bf16" if channels_last is None else channels_last:
         model = model.to(memory_format=torch.channels_last)
     return model
 
@@ -274,6 +276,7 @@ def make_reconstructor(
     cs_lambda: float | None = None,
     cs_iterations: int | None = None,
     precision: str = "fp32",
+    channels_last: bool | None = None,
 ) -> Reconstructor:
     """A function ``(masked_kspace [B, C, H, W], mask, sens_maps) -> image [B, H, W]`` (complex or magnitude).
 
@@ -285,13 +288,14 @@ def make_reconstructor(
         cs_iterations: Iterations of ``"cs"`` (default: :func:`cs_defaults`).
         precision: ``"fp32"`` or ``"bf16"`` (models only; see the module docstring). A model's output is complex64
             in both.
+        channels_last: Conv weights in channels-last (:func:`prepare_model`; default: for ``"bf16"`` only).
 
     Raises:
         ValueError: For an unknown method or precision, bad CS settings, or ``"bf16"`` with a baseline.
     """
     check_precision(precision)
     if isinstance(method, nn.Module):
-        model = prepare_model(method, precision)
+        model = prepare_model(method, precision, channels_last)
 
         def run(kspace: torch.Tensor, mask: torch.Tensor, sens: torch.Tensor) -> torch.Tensor:
             with precision_context(precision, kspace.device):
