@@ -189,7 +189,7 @@ def test_bf16_training_keeps_nchw_where_channels_last_is_faulty(monkeypatch):
     on some CPU backends); where the probe finds such convs the run stays NCHW, with a warning, and trains."""
     import recon.models._bf16 as probe
 
-    monkeypatch.setattr(probe, "_shape_faulty", lambda conv, device, backward: conv.dilation != (1, 1))
+    monkeypatch.setattr(probe, "_verdicts", lambda keys, device, backward: [k[5] != [1, 1] for k in keys])
     rvn = {"num_steps": 2, "hidden_channels": 24, "num_layers": 2, "initializer_channels": (8, 24),
            "initializer_dilations": (1, 2)}  # fmt: skip
     config = _config(model="recurrentvarnet", model_config=rvn, max_steps=6, precision="bf16", channels_last=True)
@@ -197,7 +197,7 @@ def test_bf16_training_keeps_nchw_where_channels_last_is_faulty(monkeypatch):
         result = train(config, tiny_dataset(n=2))
     assert all(torch.isfinite(torch.tensor(result.losses)))
     assert all(m.weight.is_contiguous() for m in result.model.modules() if isinstance(m, torch.nn.Conv2d))
-    monkeypatch.setattr(probe, "_shape_faulty", lambda conv, device, backward: False)
+    monkeypatch.setattr(probe, "_verdicts", lambda keys, device, backward: [False] * len(keys))
     result = train(dataclasses.replace(config, max_steps=1), tiny_dataset(n=2))  # nothing faulty: channels-last
     conv = next(m for m in result.model.modules() if isinstance(m, torch.nn.Conv2d))
     assert conv.weight.is_contiguous(memory_format=torch.channels_last)
