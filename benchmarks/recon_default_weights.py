@@ -178,8 +178,11 @@ METHODS = ("zero-filled", "tv", "tv-floor", "wavelet", *MODELS)
 LABELS = {"tv": "TV-SENSE (CS)", "tv-floor": "TV-SENSE (CS) + noise floor", "wavelet": "wavelet-SENSE (CS)"}
 
 
-def _methods(names: list[str], lams: dict[tuple[str, int], float]) -> dict[str, Any]:
-    """``{label: f(masked_kspace, mask, num_low, acceleration) -> magnitude [H, W]}`` for the chosen methods."""
+def _methods(
+    names: list[str], lams: dict[tuple[str, int], float], precisions: tuple[str, ...] = ("fp32",)
+) -> dict[str, Any]:
+    """``{label: f(masked_kspace, mask, num_low, acceleration) -> magnitude [H, W]}`` for the chosen methods; the
+    models once per precision (labelled ``"name (bf16)"`` for bf16, :mod:`recon.inference`)."""
     from recon.baselines import zero_filled_rss
     from recon.ops.noise import add_noise_floor, rss_noise_floor
     from recon.training.data import reconstruct
@@ -196,8 +199,13 @@ def _methods(names: list[str], lams: dict[tuple[str, int], float]) -> dict[str, 
                 _cs("tv", k, m, n, lams.get(("tv", a)))[None], rss_noise_floor(k, m)
             )[0]
         else:
-            model, data = load_default_model(name), default_config(name).data
-            methods[name] = lambda k, m, n, a, model=model, data=data: reconstruct(model, k, m, data, n)
+            for precision in precisions:
+                # a model per precision: bf16 puts the conv weights in channels-last
+                model, data = load_default_model(name), default_config(name).data
+                label = name if precision == "fp32" else f"{name} ({precision})"
+                methods[label] = lambda k, m, n, a, model=model, data=data, p=precision: reconstruct(
+                    model, k, m, data, n, precision=p
+                )
     return methods
 
 
@@ -311,6 +319,9 @@ def main() -> None:
         "--air-from", type=Path, help="folder of the same volumes at low noise: report the error in the air region"
     )
     p_eval.add_argument("--cs-kinds", default="tv,wavelet", help="CS methods to tune with --tune-cs (%(default)s)")
+    p_eval.add_argument(
+        "--precision", default="fp32", help="comma-separated precisions the models run in, fp32 / bf16 (%(default)s)"
+    )
     p_table = sub.add_parser("table", help="print one table from the --json files of several evaluate runs")
     p_table.add_argument("json_files", type=Path, nargs="+")
     args = parser.parse_args()
@@ -352,11 +363,15 @@ def main() -> None:
             raise SystemExit(
                 f"--air-from: {args.air_from} must hold the volumes of --data at low noise; {missing[0]} is missing"
             )
+    precisions = tuple(p.strip() for p in args.precision.split(",") if p.strip())
+    if not precisions or sorted(set(precisions) - {"fp32", "bf16"}):
+        raise SystemExit(f"--precision: expected a comma-separated subset of fp32, bf16; got {args.precision!r}")
     kinds = tuple(k for k in args.cs_kinds.split(",") if k in names)
     tune = args.tune_cs is not None and bool(kinds)
     lams = tune_cs(args.tune_cs, args.tune_stride, kinds, mask_types) if tune else {}
+    methods = _methods(names, lams, precisions)
     results = evaluate(
-        args.data, _methods(names, lams), slice_stride=args.slice_stride, mask_types=mask_types, air_from=args.air_from
+        args.data, methods, slice_stride=args.slice_stride, mask_types=mask_types, air_from=args.air_from
     )
     chosen = None  # no CS method ran: no lambda to report
     if any(name in LABELS for name in names):

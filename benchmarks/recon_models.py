@@ -14,6 +14,7 @@ Usage (from the repository root)::
     python benchmarks/recon_models.py --quick
     python benchmarks/recon_models.py --models rim --repeats 5 --json out.json
     python benchmarks/recon_models.py --compare              # ours vs DIRECT / ATOMMIC, same weights
+    python benchmarks/recon_models.py --compare --precision fp32 bf16   # ours in fp32 and in bf16 vs their fp32
 
 ``--compare`` times the reference implementations of the same models, DIRECT (``direct-recon``) and ATOMMIC, when
 their side environments exist (``--direct-python`` / ``--atommic-python``, or the environment variables
@@ -27,6 +28,10 @@ table gives ours/theirs ratios of the median wall time, of the median process CP
 on a loaded machine) and of the peak extra memory (< 1: ours is faster / smaller).
 On a shared machine the numbers are noisy. DIRECT's reference RIM is its own ``Conv2dGRU``-based RIM (our
 ``regularizer="gru_stack"``); ATOMMIC's RIM is its CIRIM with one cascade; ATOMMIC uses a centred ortho FFT here.
+
+``--precision`` (one or more of ``fp32``, ``bf16``) sets the precision ours runs in (:mod:`recon.inference`: ``bf16``
+is bfloat16 autocast with channels-last conv weights, FFTs and data consistency in complex64); the reference
+libraries always run in fp32, once per model, and every precision of ours is compared with that one measurement.
 """
 
 from __future__ import annotations
@@ -147,14 +152,25 @@ def _measure(model: Any, call: Any, repeats: int) -> dict[str, Any]:
     }
 
 
-def worker(name: str, size: int, coils: int, repeats: int, library: str | None = None, weights: str | None = None):
+def worker(
+    name: str,
+    size: int,
+    coils: int,
+    repeats: int,
+    library: str | None = None,
+    weights: str | None = None,
+    precision: str = "fp32",
+    channels_last: bool | None = None,
+) -> dict[str, Any]:
     """Time ``repeats`` forwards of one of our models on one slice (run in its own process).
 
     With ``weights`` (a safetensors file exported by :func:`worker_theirs`), the model is ``library``'s model
-    converted by :mod:`recon.interop`; else it is built from :data:`CONFIGS`.
+    converted by :mod:`recon.interop`; else it is built from :data:`CONFIGS`. ``precision`` and ``channels_last``
+    as :func:`recon.inference.make_reconstructor`.
     """
     import torch
 
+    from recon.inference import make_reconstructor
     from recon.models import create_model
 
     torch.set_num_threads(NUM_THREADS)
@@ -170,8 +186,12 @@ def worker(name: str, size: int, coils: int, repeats: int, library: str | None =
         else:
             model = load_atommic_checkpoint(weights, name, config=config)
     kspace, mask, sens = _slice(size, coils)
-    result = _measure(model, lambda: model(kspace, mask, sens), repeats)
-    return {"model": name, "impl": "ours" if library is None else f"ours ({library} weights)", **result}
+    run = make_reconstructor(model, precision=precision, channels_last=channels_last)
+    result = _measure(model, lambda: run(kspace, mask, sens), repeats)
+    impl = "ours" if library is None else f"ours ({library} weights)"
+    if channels_last is not None:
+        precision += " channels-last" if channels_last else " NCHW"
+    return {"model": name, "impl": impl, "precision": precision, **result}
 
 
 def _build_theirs(library: str, name: str, size: int, coils: int) -> tuple[Any, Any]:
@@ -251,23 +271,31 @@ def table(results: list[dict[str, Any]], size: int, coils: int) -> str:
     lines = [
         f"Per-slice inference, {size}x{size}, {coils} coils, batch 1, {NUM_THREADS} threads (median, warm-up excluded)",
         "",
-        "| model | params | time / slice (s) | peak extra memory (MiB) |",
-        "|---|---:|---:|---:|",
+        "| model | precision | params | time / slice (s) | peak extra memory (MiB) |",
+        "|---|---|---:|---:|---:|",
     ]
     for r in results:
         label = LABELS[r["model"]]
         if "error" in r:
-            lines.append(f"| {label} | - | {r['error']} | - |")
+            lines.append(f"| {label} | {r.get('precision', '')} | - | {r['error']} | - |")
             continue
         peak = "n/a" if r["peak_mib"] is None else f"{r['peak_mib']:.0f}"
-        lines.append(f"| {label} | {r['params']:,} | {r['median_s']:.3f} | {peak} |")
+        lines.append(f"| {label} | {r['precision']} | {r['params']:,} | {r['median_s']:.3f} | {peak} |")
     return "\n".join(lines)
 
 
 def compare(
-    names: list[str], size: int, coils: int, repeats: int, timeout: float, pythons: dict[str, str]
+    names: list[str],
+    size: int,
+    coils: int,
+    repeats: int,
+    timeout: float,
+    pythons: dict[str, str],
+    precisions: tuple[str, ...] = ("fp32",),
+    layout: tuple[str, ...] = (),
 ) -> list[dict[str, Any]]:
-    """For each model and available library: their worker (exports weights), then ours on those weights."""
+    """For each model and available library: their worker (exports weights, fp32), then ours on those weights in
+    each of ``precisions``."""
     results = []
     with tempfile.TemporaryDirectory(prefix="recon_compare_") as tmp:
         for name in names:
@@ -278,26 +306,34 @@ def compare(
                 weights = str(Path(tmp) / f"{library}_{name}.safetensors")
                 extra = ["--library", library, "--weights", weights]
                 theirs = run_one(name, size, coils, repeats, timeout, [*extra, "--theirs"], python)
-                ours = run_one(name, size, coils, repeats, timeout, extra) if "error" not in theirs else theirs
-                results.append({"model": name, "library": library, "theirs": theirs, "ours": ours})
-                print(f"done {name} / {library}", file=sys.stderr, flush=True)
+                for precision in precisions:
+                    args = [*extra, "--precision", precision, *layout]
+                    ours = run_one(name, size, coils, repeats, timeout, args) if "error" not in theirs else theirs
+                    results.append(
+                        {"model": name, "library": library, "precision": precision, "theirs": theirs, "ours": ours}
+                    )
+                for r in results[-len(precisions) :]:  # the rows so far, for long runs watched from a log
+                    print(f"done {name} / {library}: {json.dumps(r)}", file=sys.stderr, flush=True)
     return results
 
 
 def compare_table(results: list[dict[str, Any]], size: int, coils: int) -> str:
     lines = [
         f"Ours vs reference implementations, same weights: {size}x{size}, {coils} coils, batch 1, {NUM_THREADS} "
-        "threads, forward only, median of the timed runs (fresh process each; shared machine: noisy)",
+        "threads, forward only, median of the timed runs (fresh process each; shared machine: noisy); theirs in fp32, "
+        "ours in the precision given",
         "",
-        "| model | library | theirs (s) | ours (s) | time ours/theirs | CPU time ours/theirs | theirs peak (MiB) "
-        "| ours peak (MiB) | memory ours/theirs |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| model | library | ours in | theirs (s) | ours (s) | time ours/theirs | CPU time ours/theirs "
+        "| theirs peak (MiB) | ours peak (MiB) | memory ours/theirs |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results:
         label, theirs, ours = LABELS[r["model"]], r["theirs"], r["ours"]
+        precision = ours.get("precision", r.get("precision", "fp32"))
         if "error" in theirs or "error" in ours:
             lines.append(
-                f"| {label} | {r['library']} | {theirs.get('error', '')} | {ours.get('error', '')} | - | - | - | - |"
+                f"| {label} | {r['library']} | {precision} | {theirs.get('error', '')} | {ours.get('error', '')} "
+                "| - | - | - | - | - |"
             )
             continue
         t_ratio = ours["median_s"] / theirs["median_s"]
@@ -305,7 +341,8 @@ def compare_table(results: list[dict[str, Any]], size: int, coils: int) -> str:
         m_ratio = f"{peaks[1] / peaks[0]:.2f}" if None not in peaks and peaks[0] > 0 else "n/a"
         fmt = [("n/a" if p is None else f"{p:.0f}") for p in peaks]
         lines.append(
-            f"| {label} | {r['library']} (torch {theirs['torch']}) | {theirs['median_s']:.3f} | {ours['median_s']:.3f} "
+            f"| {label} | {r['library']} (torch {theirs['torch']}) | {precision} | {theirs['median_s']:.3f} "
+            f"| {ours['median_s']:.3f} "
             f"| {t_ratio:.2f} | {ours['cpu_s'] / theirs['cpu_s']:.2f} | {fmt[0]} | {fmt[1]} | {m_ratio} |"
         )
     return "\n".join(lines)
@@ -322,8 +359,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--json", default=None, help="also write the raw results here")
     parser.add_argument("--compare", action="store_true", help="time DIRECT / ATOMMIC too, on the same weights")
     parser.add_argument("--libraries", nargs="+", default=list(LIBRARIES), choices=list(LIBRARIES))
+    parser.add_argument(
+        "--precision",
+        nargs="+",
+        default=["fp32"],
+        help="precision(s) ours runs in: fp32 and / or bf16 (the references always run in fp32)",
+    )
     parser.add_argument("--direct-python", default=os.environ.get("RECON_DIRECT_PYTHON", LIBRARIES["direct"]))
     parser.add_argument("--atommic-python", default=os.environ.get("RECON_ATOMMIC_PYTHON", LIBRARIES["atommic"]))
+    parser.add_argument(
+        "--channels-last",
+        choices=("auto", "on", "off"),
+        default="auto",
+        help="conv weights of ours in channels-last: auto = bf16 only (recon.inference's default)",
+    )
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--library", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--weights", default=None, help=argparse.SUPPRESS)
@@ -333,19 +382,39 @@ def main(argv: list[str] | None = None) -> None:
     coils = args.coils or (4 if args.quick else 15)
     if args.repeats < 3:
         parser.error("--repeats must be at least 3")
+    bad = [p for p in args.precision if p not in ("fp32", "bf16")]
+    if bad or (args.worker is not None and len(args.precision) != 1):
+        parser.error(f"--precision takes fp32 and / or bf16; got {' '.join(args.precision)}")
     if args.worker is not None:
         if args.theirs:
             result = worker_theirs(args.library, args.worker, size, coils, args.repeats, args.weights)
         else:
-            result = worker(args.worker, size, coils, args.repeats, args.library, args.weights)
+            layout = {"auto": None, "on": True, "off": False}[args.channels_last]
+            args_ = (args.library, args.weights, args.precision[0], layout)
+            result = worker(args.worker, size, coils, args.repeats, *args_)
         print(RESULT_PREFIX + json.dumps(result), flush=True)
         return
     if args.compare:
         pythons = {"direct": args.direct_python, "atommic": args.atommic_python}
-        results = compare(args.models, size, coils, args.repeats, args.timeout, {k: pythons[k] for k in args.libraries})
+        libraries = {k: pythons[k] for k in args.libraries}
+        layout = ("--channels-last", args.channels_last)
+        results = compare(
+            args.models, size, coils, args.repeats, args.timeout, libraries, tuple(args.precision), layout
+        )
         print(compare_table(results, size, coils))
     else:
-        results = [run_one(name, size, coils, args.repeats, args.timeout) for name in args.models]
+        results = [
+            run_one(
+                name,
+                size,
+                coils,
+                args.repeats,
+                args.timeout,
+                ["--precision", precision, "--channels-last", args.channels_last],
+            )
+            for name in args.models
+            for precision in args.precision
+        ]
         print(table(results, size, coils))
     if args.json:
         with open(args.json, "w") as f:

@@ -14,10 +14,17 @@ The per-slice pre-processing is that of the training pipeline (:mod:`recon.data.
 Methods: the learned models (called as ``model(masked_kspace [B, C, H, W], mask, sens_maps) -> [B, H, W]``, see
 :mod:`recon.models`), ``"zero-filled"`` (RSS of the zero-filled coil images, fastMRI's baseline) and ``"cs"``
 (compressed-sensing SENSE, :func:`recon.baselines.tv_sense` by default or :func:`recon.baselines.wavelet_sense`).
+
+Precision (:data:`PRECISIONS`): ``"fp32"`` runs the models exactly as they are (float32, the layout their weights
+have). ``"bf16"`` runs their convolutions and recurrent cells under bfloat16 autocast with channels-last (NHWC)
+conv weights, the layout oneDNN's fast bf16 kernels use; the FFTs, coil operators and data consistency stay in
+complex64 (:func:`recon.models._common.channels_to_complex` casts every conv output back before it meets complex
+data), and the models return complex64. The baselines have no bf16 form.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -52,13 +59,17 @@ __all__ = [
     "MASK_TYPES",
     "MODEL_NAMES",
     "ModelInputs",
+    "PRECISIONS",
     "PreparedVolume",
     "build_mask_func",
+    "check_precision",
     "cs_defaults",
     "load_volume",
     "make_reconstructor",
     "mask_record",
     "prepare_batch",
+    "precision_context",
+    "prepare_model",
     "reconstruct_volume",
     "to_file_units",
     "zero_filled_volume",
@@ -74,6 +85,7 @@ MASK_TYPES = {
     "poisson": "poisson2d",
 }
 
+PRECISIONS = ("fp32", "bf16")
 Reconstructor = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
@@ -229,28 +241,72 @@ def _cs(method: str, lam: float | None, num_iterations: int | None) -> Reconstru
     return run
 
 
+def check_precision(precision: str) -> str:
+    """Return ``precision`` if it is one of :data:`PRECISIONS`, else raise a one-line ``ValueError``."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {list(PRECISIONS)}; got {precision!r}")
+    return precision
+
+
+def precision_context(precision: str, device: str | torch.device) -> contextlib.AbstractContextManager:
+    """The context a model runs in: bfloat16 autocast on ``device``'s type for ``"bf16"``, nothing for ``"fp32"``."""
+    if check_precision(precision) == "bf16":
+        return torch.autocast(torch.device(device).type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def prepare_model(model: nn.Module, precision: str = "fp32", channels_last: bool | None = None) -> nn.Module:
+    """Put ``model`` in eval mode and, with ``channels_last``, its conv weights in channels-last (in place; returned).
+
+    Channels-last makes every conv output, and so every recurrent state, NHWC: one layout through each conv stack,
+    the one oneDNN's fast kernels use. ``channels_last=None`` means on for ``"bf16"`` and off for ``"fp32"``, whose
+    outputs are then exactly those of calling the model directly (channels-last fp32 sums the convolutions in
+    another order, so its outputs differ in the last bits).
+    """
+    model = model.eval()
+    if check_precision(precision) == "bf16" if channels_last is None else channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    return model
+
+
 def _zero_filled(kspace: torch.Tensor, mask: torch.Tensor, sens: torch.Tensor) -> torch.Tensor:
     return zero_filled_rss(kspace)
 
 
 def make_reconstructor(
-    method: str | nn.Module, cs_method: str = "tv", cs_lambda: float | None = None, cs_iterations: int | None = None
+    method: str | nn.Module,
+    cs_method: str = "tv",
+    cs_lambda: float | None = None,
+    cs_iterations: int | None = None,
+    precision: str = "fp32",
+    channels_last: bool | None = None,
 ) -> Reconstructor:
     """A function ``(masked_kspace [B, C, H, W], mask, sens_maps) -> image [B, H, W]`` (complex or magnitude).
 
     Args:
-        method: ``"zero-filled"``, ``"cs"``, or a model (:mod:`recon.models`), which is put in eval mode.
+        method: ``"zero-filled"``, ``"cs"``, or a model (:mod:`recon.models`), which is put in eval mode
+            (:func:`prepare_model`).
         cs_method: ``"tv"`` or ``"wavelet"`` for ``"cs"``.
         cs_lambda: Regularisation weight of ``"cs"`` relative to ``max |A^H y|`` (default: :func:`cs_defaults`).
         cs_iterations: Iterations of ``"cs"`` (default: :func:`cs_defaults`).
+        precision: ``"fp32"`` or ``"bf16"`` (models only; see the module docstring). A model's output is complex64
+            in both.
+        channels_last: Conv weights in channels-last (:func:`prepare_model`; default: for ``"bf16"`` only).
+
+    Raises:
+        ValueError: For an unknown method or precision, bad CS settings, or ``"bf16"`` with a baseline.
     """
+    check_precision(precision)
     if isinstance(method, nn.Module):
-        model = method.eval()
+        model = prepare_model(method, precision, channels_last)
 
         def run(kspace: torch.Tensor, mask: torch.Tensor, sens: torch.Tensor) -> torch.Tensor:
-            return model(kspace, mask, sens)
+            with precision_context(precision, kspace.device):
+                return model(kspace, mask, sens)
 
         return run
+    if precision != "fp32" and method in BASELINES:
+        raise ValueError(f"precision={precision!r} applies to the learned models; the {method} baseline runs in fp32")
     if method == "zero-filled":
         return _zero_filled
     if method == "cs":

@@ -70,7 +70,6 @@ EXAMPLES = """\
 
 EXIT_OK, EXIT_NOTHING_DONE, EXIT_SOME_FAILED = 0, 1, 3
 DEFAULT_MODEL = "cirim"
-PRECISION = "fp32"  # inference runs in float32 throughout (no autocast); recorded so a future bf16 path differs
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -106,6 +105,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_mask_arguments(parser)
     parser.add_argument("--batch-size", type=int, default=4, help="slices per forward pass (%(default)s)")
     parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    parser.add_argument(
+        "--precision",
+        default="fp32",
+        help="fp32 (default) or bf16: the model's convolutions and recurrent cells in bfloat16 autocast with "
+        "channels-last weights, FFTs / coil operators / data consistency in complex64 (models only)",
+    )
     parser.add_argument("--figures", action="store_true", help="also write OUTPUT_DIR/figures/NAME.png")
     parser.add_argument(
         "--overwrite", action="store_true", help="redo outputs that already exist (atomically replaced)"
@@ -144,11 +149,14 @@ def _has_file_mask(path: Path) -> bool:
         return False
 
 
-def output_record(method_record: Mapping[str, object], undersampling: Mapping[str, object]) -> dict[str, object]:
-    """The full provenance of one output: the method's settings, the undersampling, precision and recon version."""
+def output_record(
+    method_record: Mapping[str, object], undersampling: Mapping[str, object], precision: str = "fp32"
+) -> dict[str, object]:
+    """The full provenance of one output: the method's settings, the undersampling, the precision the method ran in
+    (``"fp32"`` or ``"bf16"``) and the recon version."""
     from recon import __version__
 
-    return {**method_record, **undersampling, "precision": PRECISION, "recon_version": __version__}
+    return {**method_record, **undersampling, "precision": precision, "recon_version": __version__}
 
 
 def _output_state(target: Path, wanted: Mapping[str, object]) -> str | None:
@@ -217,6 +225,7 @@ def predict_files(
     cs_lambda: float | None = None,
     cs_iterations: int | None = None,
     method_record: Mapping[str, object] | None = None,
+    precision: str = "fp32",
 ) -> PredictSummary:
     """Reconstruct ``files`` into ``out_dir``, reusing outputs of identical provenance, one error line per bad file.
 
@@ -238,6 +247,8 @@ def predict_files(
         cs_iterations: CS iterations (default: :func:`recon.inference.cs_defaults`).
         method_record: The method's provenance (:func:`method_provenance`); default: derived from ``method``
             (for a model, the sha256 of its state dict, as no weights file is known here).
+        precision: ``"fp32"`` or ``"bf16"`` (models only; :func:`recon.inference.make_reconstructor`); recorded
+            in every output.
 
     Returns:
         The summary.
@@ -253,13 +264,13 @@ def predict_files(
     from recon.inference import load_volume, make_reconstructor, mask_record, reconstruct_volume, zero_filled_volume
 
     report = report or (lambda line: error_line("predict", line))
-    reconstructor = make_reconstructor(method, cs_method, cs_lambda, cs_iterations)  # type: ignore[arg-type]
+    reconstructor = make_reconstructor(method, cs_method, cs_lambda, cs_iterations, precision)  # type: ignore[arg-type]
     is_model = isinstance(method, nn.Module)
     if method_record is None:
         method_record = method_provenance(method, preprocessing, cs_method, cs_lambda, cs_iterations)
     retrospective = mask_record(mask_func, seed)  # type: ignore[arg-type]
     records = {
-        path: output_record(method_record, {"mask": "file"} if _has_file_mask(path) else retrospective)
+        path: output_record(method_record, {"mask": "file"} if _has_file_mask(path) else retrospective, precision)
         for path in files
     }
     to_do, done = plan_outputs(files, out_dir, records, overwrite)
@@ -288,7 +299,7 @@ def predict_files(
             summary.slices += volume.info.num_slices
             # the record says how the file was undersampled as loaded (a file mask wins over the options)
             record = output_record(
-                method_record, mask_record(mask_func, seed) if volume.retrospective else {"mask": "file"}
+                method_record, mask_record(mask_func, seed) if volume.retrospective else {"mask": "file"}, precision
             )  # type: ignore[arg-type]
             save_reconstructions({path.name: recon}, out_dir, attrs=record)
             summary.written.append(path)
@@ -445,8 +456,14 @@ def resolve_method(args: argparse.Namespace) -> ResolvedMethod:
 def run(args: argparse.Namespace) -> int:
     import torch
 
+    from recon.inference import BASELINES, PRECISIONS
+
     if args.batch_size < 1:
         raise CLIError(f"--batch-size must be >= 1; got {args.batch_size}")
+    if args.precision not in PRECISIONS:
+        raise CLIError(f"--precision must be one of {', '.join(PRECISIONS)}; got {args.precision!r}")
+    if args.precision != "fp32" and args.model in BASELINES:
+        raise CLIError(f"--precision {args.precision} applies to the learned models; --model {args.model} runs in fp32")
     files = list_inputs(args.input)
     in_dirs = {p.resolve().parent for p in files}
     if args.output_dir.resolve() in in_dirs:
@@ -477,6 +494,7 @@ def run(args: argparse.Namespace) -> int:
             cs_lambda=args.cs_lambda,
             cs_iterations=args.cs_iterations,
             method_record=resolved.record,
+            precision=args.precision,
         )
     except OutputMismatch as err:
         raise CLIError(str(err)) from None

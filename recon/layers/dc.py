@@ -30,7 +30,7 @@ from recon.ops.forward import (
 )
 
 if TYPE_CHECKING:
-    from recon.models._fourier import FourierOps
+    from recon.models._fourier import FourierOps, NativeData
 
 __all__ = [
     "ConjugateGradientDC",
@@ -183,7 +183,12 @@ class LogLikelihoodGradient(nn.Module):
         return f"sigma={float(self.sigma):.4g}, learnable={self.learnable}"
 
     def forward(
-        self, eta: torch.Tensor, ref_kspace: torch.Tensor, sens: torch.Tensor, mask: torch.Tensor
+        self,
+        eta: torch.Tensor,
+        ref_kspace: torch.Tensor,
+        sens: torch.Tensor,
+        mask: torch.Tensor,
+        native: NativeData | None = None,
     ) -> torch.Tensor:
         """Compute the gradient.
 
@@ -192,10 +197,16 @@ class LogLikelihoodGradient(nn.Module):
             ref_kspace: measured complex k-space ``y`` ``[..., C, H, W]``.
             sens: complex coil maps ``[..., C, H, W]``.
             mask: real sampling mask broadcastable to the k-space.
+            native: ``(ref_kspace, mask, sens)`` already in the FFT's native order (``FourierOps.native``), when
+                the caller reuses them across steps; the same values, fewer shifts. Needs ``ops``.
 
         Returns:
             Complex gradient ``[..., H, W]``.
         """
+        if native is not None:
+            if self.ops is None:
+                raise ValueError("LogLikelihoodGradient: native-order data needs the model's FourierOps (ops=...)")
+            return self.ops.native_gradient(eta, native, self.sigma)
         if self.ops is not None:
             return self.ops.log_likelihood_gradient(eta, ref_kspace, sens, mask, self.sigma)
         return log_likelihood_gradient(eta, ref_kspace, sens, mask, self.sigma)

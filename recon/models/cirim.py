@@ -21,10 +21,9 @@ from torch import nn
 
 from recon.layers.dc import SoftDataConsistency
 from recon.models._common import ImageInit, check_inputs, coerce_enums, initial_image
-from recon.models._fourier import FFT_NORMALIZATIONS, FourierOps
+from recon.models._fourier import FFT_NORMALIZATIONS, FourierOps, NativeData
 from recon.models.blocks import CellType
 from recon.models.rim import RIMBlock
-from recon.ops.forward import mask_kspace
 
 __all__ = ["CIRIM", "CIRIMConfig"]
 
@@ -116,29 +115,45 @@ class CIRIM(nn.Module):
         Returns:
             One list per cascade of the ``T`` complex estimates ``[B, H, W]`` (after explicit DC when enabled).
         """
+        return self._run(masked_kspace, mask, sens_maps, every_step=True)
+
+    def _run(
+        self, masked_kspace: torch.Tensor, mask: torch.Tensor, sens_maps: torch.Tensor, every_step: bool
+    ) -> list[list[torch.Tensor]]:
+        """The cascades; with ``every_step=False`` explicit DC maps only each cascade's last estimate, the one
+        the next cascade and the output use (the list then holds just that estimate)."""
         sampled = check_inputs(masked_kspace, mask, sens_maps)
         c = self.config
-        eta0 = initial_image(masked_kspace, sampled, sens_maps, c.image_init, self.ops)
-        eta, hidden, kspace_in = eta0, None, masked_kspace
+        ops = self.ops
+        eta0 = initial_image(masked_kspace, sampled, sens_maps, c.image_init, ops)
+        native = ops.native(masked_kspace, sampled, sens_maps)
+        zero = native.kspace.new_zeros(())
+        eta, hidden, kspace_in = eta0, None, native.kspace
         residual_form = self.dc is not None and c.explicit_dc_form == "kspace_residual"
         outputs: list[list[torch.Tensor]] = []
         for i, block in enumerate(self.cascades):
-            etas, hidden = block(eta, masked_kspace, sampled, sens_maps, hidden if c.carry_hidden else None)
+            etas, hidden = block(eta, masked_kspace, sampled, sens_maps, hidden if c.carry_hidden else None, native)
+            if self.dc is not None and not every_step:
+                etas = etas[-1:]
             if residual_form:
                 # y - lambda M (k_in - y) - F E eta_t, the sign of the last term as in the reference code
-                base = masked_kspace - self.dc[i].dc_weight * mask_kspace(kspace_in - masked_kspace, sampled)
-                kspaces = [base - self.ops.expand(e, sens_maps) for e in etas]
-                etas = [self.ops.reduce(k, sens_maps) for k in kspaces]
-                kspace_in = kspaces[-1] if c.keep_prediction else masked_kspace
+                weight = self.dc[i].dc_weight
+                base = native.kspace - weight * torch.where(native.mask, kspace_in - native.kspace, zero)
+                kspaces = [base - ops.native_expand(ops.to_native(e), native.sens) for e in etas]
+                etas = [ops.from_native(ops.native_reduce(k, native.sens)) for k in kspaces]
+                kspace_in = kspaces[-1] if c.keep_prediction else native.kspace
             elif self.dc is not None:
-                dc = self.dc[i]
-                etas = [
-                    self.ops.reduce(dc(self.ops.expand(e, sens_maps), masked_kspace, sampled), sens_maps) for e in etas
-                ]
+                etas = [self._soft_dc(e, self.dc[i], native) for e in etas]
             outputs.append(etas)
             eta = etas[-1] if c.keep_prediction else eta0
         return outputs
 
+    def _soft_dc(self, eta: torch.Tensor, dc: SoftDataConsistency, native: NativeData) -> torch.Tensor:
+        """``R F^-1 (k - lambda M (k - y))`` with ``k = F E eta``; the data term is elementwise, so it reads the same
+        on native-order k-space."""
+        k = self.ops.native_expand(self.ops.to_native(eta), native.sens)
+        return self.ops.from_native(self.ops.native_reduce(dc(k, native.kspace, native.mask), native.sens))
+
     def forward(self, masked_kspace: torch.Tensor, mask: torch.Tensor, sens_maps: torch.Tensor) -> torch.Tensor:
         """Reconstruct: the last estimate of the last cascade, complex ``[B, H, W]``."""
-        return self.predictions(masked_kspace, mask, sens_maps)[-1][-1]
+        return self._run(masked_kspace, mask, sens_maps, every_step=False)[-1][-1]

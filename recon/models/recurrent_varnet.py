@@ -22,9 +22,8 @@ from torch import nn
 
 from recon.layers.dc import soft_data_consistency
 from recon.models._common import channels_to_complex, check_inputs, complex_to_channels
-from recon.models._fourier import FFT_NORMALIZATIONS, FourierOps
+from recon.models._fourier import FFT_NORMALIZATIONS, FourierOps, NativeData
 from recon.models.blocks import ConvGRUStack, RecurrentInit
-from recon.ops.forward import mask_kspace
 
 __all__ = ["RecurrentVarNet", "RecurrentVarNetBlock", "RecurrentVarNetConfig"]
 
@@ -62,11 +61,21 @@ class RecurrentVarNetBlock(nn.Module):
         hidden: list[torch.Tensor] | None,
     ) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """One step on complex k-space ``[B, C, H, W]``; returns ``(new k-space, new states)``."""
-        image = complex_to_channels(self.ops.reduce(kspace, sens_maps))
-        update, hidden = self.regularizer(image, hidden)
-        dc = soft_data_consistency(kspace, masked_kspace, mask, self.learning_rate)
-        kspace = dc + self.ops.expand(channels_to_complex(update), sens_maps)
-        return kspace, hidden
+        native = self.ops.native(masked_kspace, mask, sens_maps)
+        image = self.ops.reduce(kspace, sens_maps)
+        kspace, hidden = self.native_step(self.ops.to_native(kspace), image, native, hidden)
+        return self.ops.from_native(kspace), hidden
+
+    def native_step(
+        self, kspace: torch.Tensor, image: torch.Tensor, native: NativeData, hidden: list[torch.Tensor] | None
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """:meth:`forward` on native-order k-space ``[B, C, H, W]`` and data (:meth:`FourierOps.native`), given the
+        centred image ``R F^-1 k`` ``[B, H, W]`` the caller has already computed; returns native-order k-space."""
+        update, hidden = self.regularizer(complex_to_channels(image), hidden)
+        # the data term is elementwise, so it reads the same in native order
+        dc = soft_data_consistency(kspace, native.kspace, native.mask, self.learning_rate)
+        expanded = self.ops.native_expand(self.ops.to_native(channels_to_complex(update)), native.sens)
+        return dc + expanded, hidden
 
 
 @dataclass
@@ -181,29 +190,34 @@ class RecurrentVarNet(nn.Module):
             ``[[x_1, ..., x_T]]`` (one "cascade"), ``x_t = R F^-1 k^t`` complex ``[B, H, W]``.
         """
         sampled = check_inputs(masked_kspace, mask, sens_maps)
-        kspace = mask_kspace(masked_kspace, sampled)
+        ops = self.ops
+        native = ops.native(masked_kspace, sampled, sens_maps)
+        kspace = torch.where(native.mask, native.kspace, native.kspace.new_zeros(()))
+        # R F^-1 k of the current k-space: the input of the next block and (output "sense") the step's estimate
+        image = ops.from_native(ops.native_reduce(kspace, native.sens))
         hidden = None
         if self.initializer is not None:
-            hidden = self.initializer(complex_to_channels(self._initializer_input(kspace, sens_maps)))
+            hidden = self.initializer(complex_to_channels(self._initializer_input(kspace, image)))
         images = []
         for t in range(self.config.num_steps):
             block = self.blocks[t if self.config.no_parameter_sharing else 0]
-            kspace, hidden = block(kspace, masked_kspace, sampled, sens_maps, hidden)
-            images.append(self._image(kspace, sens_maps))
+            kspace, hidden = block.native_step(kspace, image, native, hidden)
+            image = ops.from_native(ops.native_reduce(kspace, native.sens))
+            images.append(image if self.config.output == "sense" else self._rss_parts(kspace))
         return [images]
 
-    def _initializer_input(self, kspace: torch.Tensor, sens_maps: torch.Tensor) -> torch.Tensor:
+    def _initializer_input(self, kspace: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
+        """What the initialiser sees, from native-order k-space ``[B, C, H, W]`` and its image ``R F^-1 k``."""
         source = self.config.initializer_input
         if source == "coil_sum_kspace":
-            return kspace.sum(-3)
-        image = self.ops.reduce(kspace, sens_maps)
+            return self.ops.from_native(kspace.sum(-3))
         return self.ops.fft(image) if source == "sense_kspace" else image
 
-    def _image(self, kspace: torch.Tensor, sens_maps: torch.Tensor) -> torch.Tensor:
-        if self.config.output == "sense":
-            return self.ops.reduce(kspace, sens_maps)
-        coil_images = self.ops.ifft(kspace)
-        return torch.complex(coil_images.real.pow(2).sum(-3).sqrt(), coil_images.imag.pow(2).sum(-3).sqrt())
+    def _rss_parts(self, kspace: torch.Tensor) -> torch.Tensor:
+        """ATOMMIC's RSS of the real-pair coil images of native-order k-space ``[B, C, H, W]`` -> ``[B, H, W]``."""
+        coil_images = self.ops.native_ifft(kspace)
+        parts = torch.complex(coil_images.real.pow(2).sum(-3).sqrt(), coil_images.imag.pow(2).sum(-3).sqrt())
+        return self.ops.from_native(parts)
 
     def forward(self, masked_kspace: torch.Tensor, mask: torch.Tensor, sens_maps: torch.Tensor) -> torch.Tensor:
         """Reconstruct: ``R F^-1 k^T``, complex ``[B, H, W]`` (arguments as :meth:`predictions`)."""

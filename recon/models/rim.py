@@ -25,7 +25,7 @@ from recon.models._common import (
     complex_to_channels,
     initial_image,
 )
-from recon.models._fourier import FFT_NORMALIZATIONS, FourierOps
+from recon.models._fourier import FFT_NORMALIZATIONS, FourierOps, NativeData
 from recon.models.blocks import CellType, ConvGRUStack, RecurrentInit, make_cell
 
 __all__ = ["GRUStackRIMBlock", "RIM", "RIMBlock", "RIMConfig"]
@@ -95,6 +95,7 @@ class RIMBlock(nn.Module):
         mask: torch.Tensor,
         sens_maps: torch.Tensor,
         hidden: Hidden | None = None,
+        native: NativeData | None = None,
     ) -> tuple[list[torch.Tensor], Hidden]:
         """Run the time steps.
 
@@ -104,15 +105,19 @@ class RIMBlock(nn.Module):
             mask: bool mask broadcastable to the k-space.
             sens_maps: complex coil maps ``[B, C, H, W]``.
             hidden: one state ``[B, f, H, W]`` (or None = zeros) per recurrent layer.
+            native: ``(masked_kspace, mask, sens_maps)`` in native order (:meth:`FourierOps.native`), when the
+                caller has them already (CIRIM: once for all cascades).
 
         Returns:
             ``(etas, hidden)``: the ``T`` complex estimates ``[B, H, W]`` and the final states.
         """
         hidden = list(hidden) if hidden is not None else [None] * len(self.cells)
+        if native is None:
+            native = self.ops.native(masked_kspace, mask, sens_maps)
         etas = []
         eta_in = eta
         for _ in range(self.num_steps):
-            grad = self.data_term(eta, masked_kspace, sens_maps, mask)
+            grad = self.data_term(eta, masked_kspace, sens_maps, mask, native)
             x = torch.cat([complex_to_channels(eta), complex_to_channels(grad)], dim=1)
             for i, (conv, cell) in enumerate(zip(self.convs, self.cells, strict=True)):
                 hidden[i] = cell(conv(x), hidden[i])
@@ -176,14 +181,17 @@ class GRUStackRIMBlock(nn.Module):
         mask: torch.Tensor,
         sens_maps: torch.Tensor,
         hidden: list[torch.Tensor] | None = None,
+        native: NativeData | None = None,
     ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """Run the time steps (arguments and result as :meth:`RIMBlock.forward`)."""
         if hidden is None and self.initializer is not None:
             hidden = self.initializer(complex_to_channels(eta))
+        if native is None:
+            native = self.ops.native(masked_kspace, mask, sens_maps)
         etas = []
         for t in range(self.num_steps):
             stack = self.stacks[t if self.no_parameter_sharing else 0]
-            grad = self.data_term(eta, masked_kspace, sens_maps, mask)
+            grad = self.data_term(eta, masked_kspace, sens_maps, mask, native)
             out, hidden = stack(torch.cat([complex_to_channels(eta), complex_to_channels(grad)], dim=1), hidden)
             eta = eta + channels_to_complex(out) if self.skip_connections else channels_to_complex(out)
             etas.append(eta)

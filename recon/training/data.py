@@ -35,7 +35,7 @@ from recon.data.subsample import (
     num_low_frequencies_from_mask,
     seed_from_fname,
 )
-from recon.inference import Preprocessing, prepare_batch, to_file_units
+from recon.inference import Preprocessing, check_precision, precision_context, prepare_batch, to_file_units
 from recon.metrics import nmse, psnr, ssim
 from recon.ops.coils import estimate_sens_maps
 from recon.training.losses import center_crop
@@ -102,6 +102,7 @@ def reconstruct(
     mask: torch.Tensor,
     data: DataConfig,
     num_low_frequencies: int | None = None,
+    precision: str = "fp32",
 ) -> torch.Tensor:
     """Reconstruct undersampled slices with a trained model, the way it was trained.
 
@@ -112,10 +113,14 @@ def reconstruct(
         mask: line mask with ``W`` entries.
         data: the data settings the model was trained with (``recon.weights.default_config(name).data``).
         num_low_frequencies: width of the fully sampled centre; ``None`` reads it off the mask.
+        precision: ``"fp32"`` or ``"bf16"`` (:func:`recon.inference.make_reconstructor`; ``"bf16"`` puts the
+            model's conv weights in channels-last).
 
     Returns:
         Magnitude images ``[H, W]`` or ``[S, H, W]`` (float32, in the units of the input), not cropped.
     """
+    if check_precision(precision) == "bf16":
+        model = model.to(memory_format=torch.channels_last)
     single = masked_kspace.ndim == 3
     volume = masked_kspace.unsqueeze(0) if single else masked_kspace
     params = next(model.parameters(), None)
@@ -124,12 +129,13 @@ def reconstruct(
     with torch.no_grad():
         for kspace in volume:
             inputs = prepare_inputs(kspace, mask, num_low_frequencies, data)
-            image = model(
-                inputs["masked_kspace"].unsqueeze(0).to(device),
-                inputs["mask"].unsqueeze(0).to(device),
-                inputs["sens_maps"].unsqueeze(0).to(device),
-            )
-            out.append(_file_units(image, inputs).cpu())
+            with precision_context(precision, device):  # the model only: coil-map estimation stays fp32
+                image = model(
+                    inputs["masked_kspace"].unsqueeze(0).to(device),
+                    inputs["mask"].unsqueeze(0).to(device),
+                    inputs["sens_maps"].unsqueeze(0).to(device),
+                )
+            out.append(_file_units(image, inputs).float().cpu())
     images = torch.stack(out)
     return images[0] if single else images
 

@@ -26,6 +26,7 @@ import contextlib
 import dataclasses
 import math
 import os
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -229,7 +230,7 @@ def train(
     if model is None:
         model = build_model(config.model, config.model_config)
     model = model.to(device)
-    if config.channels_last:
+    if config.channels_last and not _bf16_channels_last_faulty(model, config, device):
         model = model.to(memory_format=torch.channels_last)
     net: nn.Module = _Predictions(model)
     if distributed:
@@ -309,6 +310,24 @@ def train(
     if distributed:
         dist.barrier()
     return TrainResult(model=model, losses=losses, step=step, validations=validations)
+
+
+def _bf16_channels_last_faulty(model: nn.Module, config: TrainConfig, device: torch.device) -> bool:
+    """For bf16 on the CPU: whether the backend computes some of the model's convs wrongly in channels-last
+    (:func:`recon.models._bf16.faulty_bf16_channels_last_convs`); then the run keeps NCHW and says so."""
+    if config.precision != "bf16" or device.type != "cpu":
+        return False
+    from recon.models._bf16 import faulty_bf16_channels_last_convs
+
+    faulty = faulty_bf16_channels_last_convs(model, device)
+    if faulty:
+        warnings.warn(
+            f"channels_last off for this bf16 run: this PyTorch / CPU computes wrong bf16 channels-last gradients "
+            f"for {len(faulty)} conv(s) of the model (e.g. {faulty[0]}); training in NCHW",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+    return bool(faulty)
 
 
 def _to_target(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
