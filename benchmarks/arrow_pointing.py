@@ -63,7 +63,7 @@ MODELS = {
     "convnext": ("test_convnext", None),  # reference row: a CNN of the same parameter count, built as timm has it
 }
 RESULT_PREFIX = "APE_RESULT "
-TRAIN_SEED, TEST_SEED, EXT_SEED = 43, 200042, 200043
+TRAIN_SEED, VAL_SEED, TEST_SEED, EXT_SEED = 43, 200041, 200042, 200043
 
 
 def _ink(image):
@@ -77,72 +77,167 @@ def _normalize(image):
 INPUTS = {"ink": _ink, "normalized": _normalize}
 
 
-def run_one(family: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
-    """Train one model at ``args.train_size`` and test it at every ``args.test_sizes`` (in this process)."""
+class ConvStem:
+    """Factory for the optional convolutional stem every model gets alike (``--stem-layers``)."""
+
+    @staticmethod
+    def build(layers: int, width: int):
+        import torch.nn as nn
+
+        convs: list[nn.Module] = []
+        channels = 3
+        for _ in range(layers):  # 3x3 convolutions of stride 2, each followed by GELU: a local, shift-equivariant map
+            convs += [nn.Conv2d(channels, width, 3, stride=2, padding=1), nn.GELU()]
+            channels = width
+        return nn.Sequential(*convs)
+
+
+def build_model(family: str, args: argparse.Namespace):
+    """The model of ``family`` at the benchmark's dimensions, behind the optional conv stem."""
     import timm
-    import torch
-    from timm.optim import create_optimizer_v2
-    from timm.scheduler import create_scheduler_v2
-    from torch.utils.data import DataLoader
+    import torch.nn as nn
 
     import recvision  # noqa: F401  (registers the backbones)
-    from recvision.data import ArrowPointingConfig, ArrowPointingDataset
-    from recvision.finetune import evaluate, train_one_epoch
 
-    torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
-    geometry = ArrowPointingConfig(scale=args.scale)
-    dims = dict(embed_dim=args.embed_dim, depth=args.depth, num_heads=args.heads, patch_size=args.patch_size)
-    torch.manual_seed(seed)
     name, extra = MODELS[family]
     if not timm.is_model(name):
         raise SystemExit(f"{family}: timm has no model {name!r} (is recvision up to date?)")
     if extra is None:  # a CNN: any input size as it is
-        model = timm.create_model(name, num_classes=2)
-    else:
-        model = timm.create_model(name, num_classes=2, img_size=args.train_size, dynamic_img_size=True, **dims, **extra)
-    model.to(device)
+        return timm.create_model(name, num_classes=2)
+    factor = 2**args.stem_layers
+    dims = dict(embed_dim=args.embed_dim, depth=args.depth, num_heads=args.heads, patch_size=args.patch_size // factor)
+    in_chans = args.stem_width if args.stem_layers else 3
+    model = timm.create_model(
+        name, num_classes=2, img_size=args.train_size // factor, dynamic_img_size=True, in_chans=in_chans,
+        **dims, **extra,
+    )  # fmt: skip
+    if args.stem_layers:
+        model = nn.Sequential(ConvStem.build(args.stem_layers, args.stem_width), model)
+    return model
+
+
+def _render(dataset, indices) -> tuple[Any, Any]:
+    """Images ``[N, 1, H, W]`` uint8 (255 = white) and labels ``[N]`` of ``dataset`` at ``indices``."""
+    import numpy as np
+    import torch
+
+    from recvision.data import render
+
+    samples = [dataset.sample(i) for i in indices]
+    images = np.stack([render(sample, *dataset.image_size) for sample in samples])
+    labels = torch.tensor([sample.label for sample in samples])
+    return torch.from_numpy(np.round(images * 255).astype(np.uint8)).unsqueeze(1), labels
+
+
+def _accuracy(model, images, labels, transform, batch_size: int) -> float:
+    import torch
+
+    model.eval()
+    correct = 0
+    with torch.no_grad():
+        for i in range(0, len(labels), batch_size):
+            x = transform(images[i : i + batch_size].float().div(255).expand(-1, 3, -1, -1))
+            correct += (model(x).argmax(-1) == labels[i : i + batch_size]).sum().item()
+    model.train()
+    return correct / len(labels)
+
+
+def run_one(family: str, seed: int, args: argparse.Namespace, log=None) -> dict[str, Any]:
+    """Train one model at ``args.train_size`` and test it at every ``args.test_sizes`` (in this process)."""
+    import torch
+    from timm.optim import create_optimizer_v2
+    from timm.scheduler import create_scheduler_v2
+
+    from recvision.data import ArrowPointingConfig, ArrowPointingDataset
+
+    def say(message: str) -> None:
+        if log is not None:
+            print(message, file=log, flush=True)
+
+    torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    geometry = ArrowPointingConfig(scale=args.scale)
+    transform = INPUTS[args.input]
+    torch.manual_seed(seed)
+    model = build_model(family, args).to(device)
     n_params = sum(p.numel() for p in model.parameters())
-    train = ArrowPointingDataset(
-        args.steps * args.batch_size, args.train_size, TRAIN_SEED + seed, geometry, INPUTS[args.input]
-    )
-    loader = DataLoader(train, args.batch_size, shuffle=True, generator=torch.Generator().manual_seed(seed))
+    start = time.perf_counter()
+    if args.train_samples:  # a fixed training set, rendered once, reshuffled every epoch (the paper's setting)
+        train = ArrowPointingDataset(args.train_samples, args.train_size, TRAIN_SEED + seed, geometry)
+        train_images, train_labels = _render(train, range(args.train_samples))
+    else:  # fresh images: the steps x batch images of one long dataset, in order
+        train = ArrowPointingDataset(args.steps * args.batch_size, args.train_size, TRAIN_SEED + seed, geometry)
+    val = ArrowPointingDataset(args.val_samples, args.train_size, VAL_SEED, geometry)
+    val_images, val_labels = _render(val, range(args.val_samples))
+    render_s = time.perf_counter() - start
+    say(f"{family} seed {seed}: {n_params} parameters, data rendered in {render_s:.0f} s")
     optimizer = create_optimizer_v2(model, opt="adamw", lr=args.lr, weight_decay=args.weight_decay)
     warmup = max(1, round(args.steps * args.warmup))
     scheduler, _ = create_scheduler_v2(
         optimizer, sched="cosine", num_epochs=args.steps, warmup_epochs=warmup, warmup_lr=args.lr / 100,
         min_lr=args.lr / 100, step_on_epochs=False, updates_per_epoch=1,
     )  # fmt: skip
+    generator = torch.Generator().manual_seed(seed)
+    order = torch.empty(0, dtype=torch.long)
+    losses: list[float] = []
+    curve: list[dict[str, float]] = []
+    model.train()
     start = time.perf_counter()
-    steps = train_one_epoch(model, loader, torch.nn.functional.cross_entropy, optimizer, device=device,
-                            scheduler=scheduler, max_steps=args.steps)  # fmt: skip
+    for step in range(args.steps):
+        if args.train_samples:
+            if len(order) < args.batch_size:
+                order = torch.randperm(args.train_samples, generator=generator)
+            batch, order = order[: args.batch_size], order[args.batch_size :]
+            images, labels = train_images[batch], train_labels[batch]
+        else:
+            images, labels = _render(train, range(step * args.batch_size, (step + 1) * args.batch_size))
+        x = transform(images.float().div(255).expand(-1, 3, -1, -1)).to(device)
+        loss = torch.nn.functional.cross_entropy(model(x), labels.to(device))
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"non-finite training loss {loss.item()} at step {step}")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step_update(num_updates=step + 1)
+        losses.append(loss.item())
+        if (step + 1) % args.eval_every == 0 or step + 1 == args.steps:
+            train_loss = sum(losses[-args.eval_every :]) / len(losses[-args.eval_every :])
+            val_acc = _accuracy(model, val_images.to(device), val_labels.to(device), transform, args.eval_batch_size)
+            curve.append({"step": step + 1, "train_loss": train_loss, "val_acc": val_acc,
+                          "s": time.perf_counter() - start})  # fmt: skip
+            say(f"  step {step + 1}: train loss {train_loss:.3f}, val acc {100 * val_acc:.1f}%, "
+                f"{time.perf_counter() - start:.0f} s")  # fmt: skip
     train_s = time.perf_counter() - start
-    tenth = max(1, len(steps) // 10)
-    loss_curve = [  # mean training loss of every tenth of the run: shows when (if) a model leaves the ln 2 plateau
-        sum(s["loss"] for s in steps[i : i + tenth]) / len(steps[i : i + tenth]) for i in range(0, len(steps), tenth)
-    ]
     result = {
-        "family": family, "model": name, "seed": seed, "params": n_params, "steps": len(steps),
-        "train_s": train_s, "final_train_loss": loss_curve[-1], "loss_curve": loss_curve, "accuracy": {},
+        "family": family, "model": MODELS[family][0], "seed": seed, "params": n_params, "steps": len(losses),
+        "train_s": train_s, "s_per_step": train_s / len(losses), "render_s": render_s,
+        "final_train_loss": curve[-1]["train_loss"], "curve": curve, "accuracy": {},
     }  # fmt: skip
     for size in args.test_sizes:
         data_seed = TEST_SEED if size == args.train_size else EXT_SEED
-        test = ArrowPointingDataset(args.test_samples, size, data_seed, geometry, INPUTS[args.input])
+        test = ArrowPointingDataset(args.test_samples, size, data_seed, geometry)
         start = time.perf_counter()
-        metrics = evaluate(model, DataLoader(test, args.eval_batch_size), 2, device=device)
-        result["accuracy"][str(size)] = metrics["accuracy"]
+        images, labels = _render(test, range(args.test_samples))
+        result["accuracy"][str(size)] = _accuracy(model, images.to(device), labels.to(device), transform,
+                                                  args.eval_batch_size)  # fmt: skip
         result[f"eval_s_{size}"] = time.perf_counter() - start
+        say(f"  test @{size} px: {100 * result['accuracy'][str(size)]:.1f}%")
     return result
 
 
 def _worker_main(argv: list[str]) -> None:
     args = build_parser().parse_args(argv)
-    result = run_one(args.worker_family, args.worker_seed, args)
+    log = None
+    if args.worker_log:
+        log = open(args.worker_log, "w")  # noqa: SIM115  (open for the whole run: progress lines as they come)
+    result = run_one(args.worker_family, args.worker_seed, args, log)
     print(RESULT_PREFIX + json.dumps(result), flush=True)
 
 
-def _launch(family: str, seed: int, argv: list[str], timeout: float) -> dict[str, Any]:
+def _launch(family: str, seed: int, argv: list[str], timeout: float, log: Path | None) -> dict[str, Any]:
     cmd = [sys.executable, __file__, *argv, "--worker-family", family, "--worker-seed", str(seed)]
+    if log is not None:
+        cmd += ["--worker-log", str(log)]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     start = time.perf_counter()
     try:
@@ -155,6 +250,47 @@ def _launch(family: str, seed: int, argv: list[str], timeout: float) -> dict[str
             result["wall_s"] = time.perf_counter() - start
             return result
     return {"family": family, "seed": seed, "error": f"exit {proc.returncode}: {proc.stderr.strip()[-500:]}"}
+
+
+# arguments that do not change what a run computes: a results file can be resumed with other values of these
+NOT_PROTOCOL = {"models", "seeds", "jobs", "timeout", "json", "threads", "device", "eval_batch_size", "worker_family",
+                "worker_seed", "worker_log"}  # fmt: skip
+
+
+def protocol(args: argparse.Namespace) -> dict[str, Any]:
+    """The arguments that define a run: finished runs in ``--json`` are reused only when these match."""
+    return {k: v for k, v in sorted(vars(args).items()) if k not in NOT_PROTOCOL}
+
+
+def load_finished(path: Path, args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Finished runs (no error) in the results file ``path``; [] when it does not exist. Exits on another protocol."""
+    if not path.exists():
+        return []
+    try:
+        saved = json.loads(path.read_text())
+        saved_protocol, results = saved["protocol"], saved["results"]
+    except (ValueError, KeyError, TypeError) as error:
+        raise SystemExit(f"--json {path}: not a results file of this script ({error!r}); give another path") from None
+    if saved_protocol != protocol(args):
+        keys = sorted(set(saved_protocol) | set(protocol(args)))
+        differ = [k for k in keys if saved_protocol.get(k) != protocol(args).get(k)]
+        raise SystemExit(
+            f"--json {path} holds runs of another protocol (differs in: {', '.join(differ)}); give another path "
+            "or the same arguments"
+        )
+    return [r for r in results if "error" not in r]
+
+
+def write_results(path: Path, args: argparse.Namespace, results: list[dict[str, Any]]) -> None:
+    """The results JSON (atomically) and, beside it, every run's learning curve as CSV (``<stem>.curves.csv``)."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps({"protocol": protocol(args), "results": results}, indent=1))
+    tmp.replace(path)
+    rows = ["model,seed,step,train_loss,val_acc,seconds"]
+    for r in sorted((r for r in results if "curve" in r), key=lambda r: (r["family"], r["seed"])):
+        rows += [f"{r['family']},{r['seed']},{c['step']},{c['train_loss']:.4f},{c['val_acc']:.4f},{c['s']:.0f}"
+                 for c in r["curve"]]  # fmt: skip
+    path.with_suffix(".curves.csv").write_text("\n".join(rows) + "\n")
 
 
 def _mean_std(values: list[float]) -> str:
@@ -195,6 +331,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input", choices=list(INPUTS), default="ink", help="ink: 1 - image; normalized: (image - .5) / .5")
     p.add_argument("--train-size", type=int, default=64)
     p.add_argument("--test-sizes", nargs="+", type=int, default=[64, 128])
+    p.add_argument(
+        "--train-samples",
+        type=int,
+        default=0,
+        help="size of a fixed training set (seed 43 + run seed), reshuffled every epoch; 0: fresh images",
+    )
+    p.add_argument("--val-samples", type=int, default=512, help="images of the validation set (learning curve)")
+    p.add_argument("--eval-every", type=int, default=100, help="steps between two points of the learning curve")
     p.add_argument("--test-samples", type=int, default=1024, help="images per test set")
     p.add_argument("--eval-batch-size", type=int, default=128)
     p.add_argument("--threads", type=int, default=1, help="torch threads per run")
@@ -203,12 +347,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--embed-dim", type=int, default=FEMTO["embed_dim"], help="width of every model")
     p.add_argument("--depth", type=int, default=FEMTO["depth"], help="blocks of every model")
     p.add_argument("--heads", type=int, default=FEMTO["num_heads"], help="attention / recurrence heads")
-    p.add_argument("--patch-size", type=int, default=FEMTO["patch_size"])
+    p.add_argument("--patch-size", type=int, default=FEMTO["patch_size"], help="input pixels per token (side)")
+    p.add_argument(
+        "--stem-layers",
+        type=int,
+        default=0,
+        help="3x3 stride-2 conv + GELU layers before every model's patch embedding (0: none)",
+    )
+    p.add_argument("--stem-width", type=int, default=32, help="channels of the conv stem")
     p.add_argument("--jobs", type=int, default=2, help="runs in parallel")
     p.add_argument("--timeout", type=float, default=1500, help="seconds per run before it is reported as failed")
-    p.add_argument("--json", default=None, help="also write every run's result here")
+    p.add_argument(
+        "--json",
+        default=None,
+        help="results file: written after every run, and runs of the same protocol already in it are "
+        "skipped (resume); learning curves go to <stem>.curves.csv, progress to <stem>.runs/",
+    )
     p.add_argument("--worker-family", default=None, help=argparse.SUPPRESS)
     p.add_argument("--worker-seed", type=int, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--worker-log", default=None, help=argparse.SUPPRESS)
     return p
 
 
@@ -218,9 +375,16 @@ def main(argv: list[str] | None = None) -> None:
     if args.worker_family is not None:
         _worker_main(argv)
         return
-    for name in ("steps", "batch_size", "test_samples", "jobs", "threads", "embed_dim", "depth", "heads", "patch_size"):
+    positive = ("steps", "batch_size", "val_samples", "eval_every", "test_samples", "eval_batch_size", "jobs",
+                "threads", "embed_dim", "depth", "heads", "patch_size", "stem_width")  # fmt: skip
+    for name in positive:
         if getattr(args, name) < 1:
             raise SystemExit(f"--{name.replace('_', '-')} must be >= 1")
+    if args.stem_layers < 0 or args.patch_size % 2**args.stem_layers:
+        raise SystemExit(f"--stem-layers {args.stem_layers}: must be >= 0 with 2**layers dividing --patch-size "
+                         f"{args.patch_size}")  # fmt: skip
+    if args.train_samples and args.train_samples < args.batch_size:
+        raise SystemExit(f"--train-samples {args.train_samples}: must be 0 (fresh images) or >= --batch-size")
     from recvision.data import ArrowPointingConfig
 
     try:
@@ -233,16 +397,33 @@ def main(argv: list[str] | None = None) -> None:
                 f"image size {size} px: must be >= {smallest} (the geometry at --scale {args.scale:.3g}) and a "
                 f"multiple of --patch-size {args.patch_size}"
             )
-    jobs = [(family, seed) for seed in args.seeds for family in args.models]
+    json_path = Path(args.json) if args.json else None
+    results = load_finished(json_path, args) if json_path else []
+    done = {(r["family"], r["seed"]) for r in results}
+    jobs = [(family, seed) for seed in args.seeds for family in args.models if (family, seed) not in done]
+    stem = f"{args.stem_layers}-layer conv stem, " if args.stem_layers else ""
+    data = f"a fixed set of {args.train_samples}" if args.train_samples else "fresh images"
     print(
-        f"APE: {len(args.models)} models x {len(args.seeds)} seeds, {args.steps} steps of {args.batch_size} images at "
-        f"{args.train_size} px, test {args.test_samples} images at {args.test_sizes} px; {args.jobs} parallel runs",
+        f"APE: {len(args.models)} models x {len(args.seeds)} seeds, {stem}{args.steps} steps of {args.batch_size} "
+        f"images at {args.train_size} px ({data}), test {args.test_samples} images at {args.test_sizes} px; "
+        f"{args.jobs} parallel runs",
         flush=True,
     )
-    results = []
+    skipped = [(f, s) for f, s in done if f in args.models and s in args.seeds]
+    if skipped:
+        print(f"  {len(skipped)} runs already in {json_path}, skipped: "
+              f"{', '.join(f'{f} seed {s}' for f, s in sorted(skipped))}", flush=True)  # fmt: skip
+    log_dir = json_path.with_suffix(".runs") if json_path else None
+    if log_dir is not None and jobs:
+        log_dir.mkdir(parents=True, exist_ok=True)
+        print(f"  progress of each run: {log_dir}/<model>_seed<seed>.log", flush=True)
     start = time.perf_counter()
     with ThreadPoolExecutor(args.jobs) as pool:
-        futures = [pool.submit(_launch, family, seed, argv, args.timeout) for family, seed in jobs]
+        futures = [
+            pool.submit(_launch, family, seed, argv, args.timeout,
+                        log_dir / f"{family}_seed{seed}.log" if log_dir else None)
+            for family, seed in jobs
+        ]  # fmt: skip
         for future in as_completed(futures):
             r = future.result()
             results.append(r)
@@ -250,16 +431,17 @@ def main(argv: list[str] | None = None) -> None:
                 print(f"  {r['family']} seed {r['seed']}: FAILED {r['error']}", flush=True)
             else:
                 accs = ", ".join(f"@{s}: {100 * a:.1f}%" for s, a in r["accuracy"].items())
+                curve = " ".join(f"{100 * c['val_acc']:.0f}" for c in r["curve"])
                 print(
-                    f"  {r['family']} seed {r['seed']}: {accs}; train loss by tenths "
-                    f"{' '.join(f'{x:.2f}' for x in r['loss_curve'])}, "
-                    f"train {r['train_s']:.0f} s, wall {r['wall_s']:.0f} s",
+                    f"  {r['family']} seed {r['seed']}: {accs}; val acc % every {args.eval_every} steps: {curve}; "
+                    f"train {r['train_s']:.0f} s ({r['s_per_step']:.2f} s/step), wall {r['wall_s']:.0f} s",
                     flush=True,
                 )
-            if args.json:  # rewritten after every run, so an interrupted benchmark keeps what it finished
-                Path(args.json).write_text(json.dumps({"args": vars(args), "results": results}, indent=1))
+            if json_path:  # rewritten after every run: an interrupted benchmark keeps what it finished
+                write_results(json_path, args, results)
     print(f"\ntotal wall time {(time.perf_counter() - start) / 60:.1f} min\n")
-    print(format_table(results, args.models, args.test_sizes, args.train_size))
+    shown = [r for r in results if r["family"] in args.models and r["seed"] in args.seeds]
+    print(format_table(shown, args.models, args.test_sizes, args.train_size))
 
 
 if __name__ == "__main__":
