@@ -72,7 +72,7 @@ def test_arrow_pointing_benchmark_skips_finished_runs(tmp_path: Path) -> None:
     [
         (["--steps", "0"], "--steps must be >= 1"),
         (["--eval-every", "0"], "--eval-every must be >= 1"),
-        (["--scale", "0"], "--scale: ArrowPointingConfig.scale must be a positive number"),
+        (["--scale", "0"], "--scale / --arrow-scale: ArrowPointingConfig.scale must be a positive number"),
         (["--train-size", "60"], "image size 60 px: must be >= 61"),
         (["--test-sizes", "64", "100"], "image size 100 px"),
         (["--stem-layers", "4"], "--stem-layers 4: must be >= 0 with 2**layers dividing --patch-size 8"),
