@@ -87,7 +87,7 @@ def test_arrow_pointing_benchmark_rejects_bad_arguments(argv: list[str], message
 def test_arrow_pointing_benchmark_refuses_results_of_another_protocol(tmp_path: Path) -> None:
     module = _script()
     out = tmp_path / "ape.json"
-    module.write_results(out, module.build_parser().parse_args([*TINY, "--lr", "1e-3"]), [])
+    module.write_results(out, module.build_parser().parse_args([*TINY, "--lr", "5e-4"]), [])
     proc = _run(*TINY, "--json", str(out), timeout=120)
     assert proc.returncode != 0 and "holds runs of another protocol (differs in: lr)" in proc.stderr, proc.stderr
     out.write_text("not json")
