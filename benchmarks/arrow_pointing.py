@@ -23,7 +23,7 @@ The default protocol differs from a straight 1/3-scale copy of the paper in two 
 2,000 updates). ``--train-samples N`` trains on a fixed set of N images (seed 43 + run seed) as the paper does;
 ``--pos-embed-std`` re-initialises the learned absolute position embeddings (ViT, ViR, pLSTM) for probes.
 
-* ``plstm``: recvision's ``plstm_femto`` (corner pooling, 2 P/D pairs);
+* ``plstm``: recvision's ``plstm_femto`` (the paper's head: the four corner tokens concatenated; 2 P/D pairs);
 * ``vir``: ``vir_femto`` (class token last, chunkwise retention);
 * ``lightnet``: ``lightnet_femto`` (MD-TPE + additive recurrence, average pooling);
 * ``vit``: timm's ``VisionTransformer`` (``vit_tiny_patch16_224`` with the femto dimensions, class token);
@@ -68,7 +68,8 @@ sys.path.insert(1, str(Path(__file__).resolve().parents[1]))
 
 FEMTO = dict(embed_dim=64, depth=4, num_heads=2, patch_size=8)
 MODELS = {
-    "plstm": ("plstm_femto", {}),  # the op picks one 8x8 chunk at 64 px and 4x4 chunks at 128 px
+    # the paper's head (the four corner tokens concatenated); the op picks one 8x8 chunk at 64 px, 4x4 at 128 px
+    "plstm": ("plstm_femto", {"global_pool": "corners"}),
     "vir": ("vir_femto", {}),
     "lightnet": ("lightnet_femto", {}),
     "vit": ("vit_tiny_patch16_224", {}),
