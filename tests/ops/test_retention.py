@@ -494,3 +494,17 @@ def test_tables_cached_under_inference_mode_serve_autograd(fn: RetentionFn) -> N
     assert q.grad is not None
     # the chunk form's inference branch works in place, so it rounds differently from the autograd branch
     torch.testing.assert_close(o.detach(), first, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "fn", [parallel_retention, _chunked(chunk_retention_torch, 16)], ids=["parallel", "chunk_torch"]
+)
+def test_meta_tensors_bypass_the_decay_caches(fn: RetentionFn) -> None:
+    """Models built on the meta device (timm's contract does) run the forms without touching the caches."""
+    DECAY_TABLES.clear()
+    CHUNK_TABLES.clear()
+    q, k, v = (torch.empty(1, 20, 2, 4, device="meta") for _ in range(3))
+    g = torch.empty(2, device="meta")
+    o, _ = fn(q, k, v, g, None, None, False)
+    assert o.shape == (1, 20, 2, 4) and o.is_meta
+    assert len(DECAY_TABLES) == 0 and len(CHUNK_TABLES) == 0

@@ -16,7 +16,7 @@
 #
 # Usage: tests/timm_contract/run_timm_tests.sh [extra pytest args]   (e.g. -x, --durations=20)
 # Environment: RECVISION_TIMM_CACHE (cache folder), PYTHON (interpreter, default python), TIMM_TESTS_K (a -k
-# expression AND-ed with the family filter, e.g. "femto or test_"; a -k among the pytest args would replace it).
+# expression AND-ed with the family filter, e.g. "femto or test_vir"; a -k among the pytest args would replace it).
 set -euo pipefail
 root="$(cd "$(dirname "$0")/../.." && pwd)"
 python="${PYTHON:-python}"

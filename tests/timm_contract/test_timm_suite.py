@@ -24,7 +24,7 @@ def test_timm_model_suite_on_small_models(tmp_path: Path) -> None:
         pytest.skip("bash is needed to run the timm suite script")
     env = dict(os.environ)
     env["PYTHON"] = sys.executable
-    env["TIMM_TESTS_K"] = "femto or test_"
+    env["TIMM_TESTS_K"] = "femto or test_vir or test_lightnet or test_plstm"
     # our conftest's interpreter switch must not leak into timm's run (the script runs the PyTorch forms)
     env.pop("TRITON_INTERPRET", None)
     done = subprocess.run(

@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 
 from ...config import use_triton
-from ..utils.cache import DecayTableCache, decay_key
+from ..utils.cache import DecayTableCache, cacheable, decay_key
 from ..utils.dtypes import autocast_off, matmul_dtype
 from .common import check_retention_inputs, compute_dtype
 
@@ -123,7 +123,7 @@ def chunk_retention_torch(
     V = v.shape[-1]
     C = min(chunk_size, T)
     g = g_gamma.to(dtype)
-    if g_gamma.requires_grad and torch.is_grad_enabled():
+    if not cacheable(g_gamma):
         tables = _ChunkDecays(g, scale, C)
     else:
         tables = CHUNK_TABLES.get(("chunk", C, scale, dtype, decay_key(g_gamma)), lambda: _ChunkDecays(g, scale, C))

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from ..utils.cache import DecayTableCache, decay_key
+from ..utils.cache import DecayTableCache, cacheable, decay_key
 from ..utils.dtypes import autocast_off, matmul_dtype
 from .common import check_retention_inputs, compute_dtype
 
@@ -63,7 +63,7 @@ def parallel_retention(
     T = q.shape[1]
     H = q.shape[2]
     g = g_gamma.to(dtype).view(H, 1, 1)
-    if g_gamma.requires_grad and torch.is_grad_enabled():
+    if not cacheable(g_gamma):
         decay = _decay_mask(g, T)
     else:
         decay = DECAY_TABLES.get(("parallel", T, dtype, decay_key(g_gamma)), lambda: _decay_mask(g, T))

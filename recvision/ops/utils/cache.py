@@ -15,7 +15,13 @@ from typing import Any
 
 import torch
 
-__all__ = ["DecayTableCache", "decay_key"]
+__all__ = ["DecayTableCache", "cacheable", "decay_key"]
+
+
+def cacheable(g: torch.Tensor) -> bool:
+    """Whether tables built from the decays ``g`` may come from the cache: not when they need a gradient, and not
+    for tensors without values (the meta device, used to build models without memory)."""
+    return not (g.requires_grad and torch.is_grad_enabled()) and not g.is_meta
 
 
 def decay_key(g: torch.Tensor) -> tuple[Any, ...]:
