@@ -1,7 +1,7 @@
 """Every backbone in bfloat16 on the CPU: under ``torch.autocast("cpu", dtype=torch.bfloat16)`` (float32 weights)
 and converted to bfloat16 (weights and input), compared with the same model in float32.
 
-The ops keep their states, decays and normalisers in float32 (``tests/ops/test_bf16.py``); here the whole network
+The ops keep their states, decays and normalisers in float32 (``tests/ops/test_ops_bf16.py``); here the whole network
 is checked. Tolerances are relative RMS errors over all outputs and over all parameter gradients together:
 bfloat16 keeps 8 significant bits, and a network of linear layers, norms and mixers lands at a few 1e-3 on the
 features; the bounds leave a factor of about four.
