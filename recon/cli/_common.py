@@ -23,6 +23,7 @@ __all__ = [
     "MASK_DEFAULTS",
     "add_mask_arguments",
     "check_writable_dir",
+    "check_writable_file",
     "checkpoint_files",
     "checkpoint_folder",
     "error_line",
@@ -95,6 +96,28 @@ def check_writable_dir(path: str | os.PathLike) -> Path:
     except OSError as err:
         reason = err.strerror or str(err)
         raise CLIError(f"{path}: cannot write to the output directory ({reason})") from None
+    return path
+
+
+def check_writable_file(path: str | os.PathLike, what: str = "the output file") -> Path:
+    """Check, before any work and without creating anything, that ``path`` could be written.
+
+    The nearest existing ancestor must be a writable folder (missing folders below it are created at write time),
+    so a slow command fails up front instead of after computing, and leaves no empty folder behind.
+
+    Raises:
+        CLIError: ``cannot write <what>`` naming the path and why.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise CLIError(f"{path}: cannot write {what} (it is a folder)")
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise CLIError(f"{path}: cannot write {what} ({parent} is a file, not a folder)")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise CLIError(f"{path}: cannot write {what} (permission denied in {parent})")
     return path
 
 

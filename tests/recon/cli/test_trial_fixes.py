@@ -1,0 +1,68 @@
+"""Fixes from a newcomer trial: one clear line for bad input, checked before any work, no empty folders left."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture(scope="module")
+def cs_prediction(tiny_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The CS prediction of the first tiny volume (fast: no model)."""
+    from recon.cli import main
+
+    out = tmp_path_factory.mktemp("cs_pred")
+    first = sorted(tiny_data.glob("*.h5"))[0]
+    assert main(["predict", str(first), str(out), "--model", "cs"]) == 0
+    return out / first.name
+
+
+def _one_error_line(err: str, *needles: str) -> None:
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert "Traceback" not in err and all(n in lines[0] for n in needles), err
+
+
+def test_figure_refuses_a_prediction_of_another_volume(tiny_data: Path, cs_prediction: Path, tmp_path, run_cli):
+    second = sorted(tiny_data.glob("*.h5"))[1]
+    png = tmp_path / "fig.png"
+    code, _, err = run_cli("figure", second, cs_prediction, "--out", png)
+    assert code == 1 and not png.exists()
+    _one_error_line(err, str(cs_prediction), "differs", second.name)
+
+
+def test_figure_checks_files_exist_before_reading_provenance(tiny_data: Path, tmp_path, run_cli):
+    first = sorted(tiny_data.glob("*.h5"))[0]
+    for missing in (tmp_path / "nope.h5", tmp_path):
+        code, _, err = run_cli("figure", first, missing, "--out", tmp_path / "f.png")
+        assert code == 1 and "provenance" not in err
+        _one_error_line(err, str(missing))
+
+
+def test_figure_unwritable_out_is_one_line_before_any_work(tiny_data: Path, cs_prediction: Path, tmp_path, run_cli):
+    first = sorted(tiny_data.glob("*.h5"))[0]
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    code, _, err = run_cli("figure", first, cs_prediction, "--out", afile / "x.png")
+    assert code == 1
+    _one_error_line(err, str(afile / "x.png"), "cannot write", "is a file, not a folder")
+    code, _, err = run_cli("figure", first, cs_prediction, "--out", tmp_path)
+    assert code == 1
+    _one_error_line(err, "cannot write", "folder")
+
+
+def test_evaluate_checks_the_csv_path_first(tiny_data: Path, cs_prediction: Path, tmp_path, run_cli, monkeypatch):
+    import recon.cli.evaluate as evaluate
+
+    def boom(*args: object) -> None:
+        raise AssertionError("scored before checking --csv")
+
+    monkeypatch.setattr(evaluate, "evaluate_dirs", boom)
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    code, _, err = run_cli(
+        "evaluate", "--targets", tiny_data, "--predictions", cs_prediction.parent, "--csv", afile / "x.csv"
+    )
+    assert code == 1
+    _one_error_line(err, "cannot write the CSV file", "is a file, not a folder")
