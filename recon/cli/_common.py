@@ -279,6 +279,19 @@ def _refuse_pickle(path: Path) -> CLIError:
     )
 
 
+def _looks_like_torch_file(path: Path) -> bool:
+    """Whether ``path`` starts like a ``torch.save`` file: a zip archive (current format) or a pickle stream
+    (protocol 2+ opcode, the legacy format). Random bytes or text must not be reported as a pickle payload."""
+    import zipfile
+
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(1)
+    except OSError as err:
+        raise CLIError(f"{path}: cannot read the checkpoint ({err.strerror or err})") from None
+    return head == b"\x80" or zipfile.is_zipfile(path)
+
+
 def _read_json(path: Path) -> dict[str, Any]:
     try:
         meta = json.loads(path.read_text())
@@ -379,10 +392,19 @@ def load_checkpoint_model(path: str | os.PathLike, expected: str | None = None) 
             raise CLIError(f"{path}: not a valid safetensors file ({type(err).__name__}: {err})") from None
         return _build(path, meta, state, expected)
     if path.suffix in (".pt", ".pth", ".ckpt", ".bin"):
+        if not _looks_like_torch_file(path):
+            raise CLIError(
+                f"{path}: not a checkpoint (neither a safetensors file nor a torch file); expected a `recon train` "
+                "folder, a .safetensors file or a torch.save'd .pt / .pth / .ckpt / .bin file"
+            )
         try:
             obj = torch.load(path, map_location="cpu", weights_only=True)
-        except pickle.UnpicklingError:
-            raise _refuse_pickle(path) from None
+        except pickle.UnpicklingError as err:
+            # torch's safe unpickler says "Weights only load failed" when it meets a forbidden object; other
+            # unpickling errors mean the bytes are not a pickle at all
+            if "weights only" in str(err).lower():
+                raise _refuse_pickle(path) from None
+            raise CLIError(f"{path}: not a checkpoint (neither a safetensors file nor a torch file)") from None
         except Exception as err:  # not a zip / truncated / corrupt
             raise CLIError(f"{path}: not a readable PyTorch checkpoint ({type(err).__name__}: {err})") from None
         if not isinstance(obj, dict) or not isinstance(obj.get("model"), str) or "state_dict" not in obj:

@@ -66,3 +66,23 @@ def test_evaluate_checks_the_csv_path_first(tiny_data: Path, cs_prediction: Path
     )
     assert code == 1
     _one_error_line(err, "cannot write the CSV file", "is a file, not a folder")
+
+
+NOT_A_CHECKPOINT = "not a checkpoint (neither a safetensors file nor a torch file)"
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "expected"),
+    [
+        ("random.bin", bytes(range(256)) * 4, NOT_A_CHECKPOINT),
+        ("notes.ckpt", b"hello\n", NOT_A_CHECKPOINT),
+        ("x.pt", b"\x80\x02junk", "not a readable PyTorch checkpoint"),  # starts like a pickle, then is truncated
+    ],
+)
+def test_a_file_that_is_no_checkpoint_is_not_called_a_pickle(tiny_data, tmp_path, run_cli, name, content, expected):
+    path = tmp_path / name
+    path.write_bytes(content)
+    first = sorted(tiny_data.glob("*.h5"))[0]
+    code, _, err = run_cli("predict", first, tmp_path / "out", "--model", "cirim", "--checkpoint", path)
+    assert code == 1 and "pickle" not in err and not (tmp_path / "out").exists()
+    _one_error_line(err, name, expected)
