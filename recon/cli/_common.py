@@ -347,11 +347,14 @@ def checkpoint_files(path: str | os.PathLike) -> tuple[Path, Path | None]:
             )
         return weights, config
     if path.suffix == ".safetensors":
-        config = path.parent / "config.json"
-        if not config.is_file():
+        # `recon train` writes config.json beside model.safetensors; the shipped weights (recon/weights) pair
+        # <stem>.safetensors with <stem>.json, several to a folder, so the file's own <stem>.json comes first
+        candidates = (path.with_suffix(".json"), path.parent / "config.json")
+        config = next((file for file in candidates if file.is_file()), None)
+        if config is None:
             raise CLIError(
-                f"{path}: {config} is missing; a .safetensors checkpoint needs the config.json (model name and "
-                "config) that `recon train` writes beside it"
+                f"{path}: neither {candidates[0]} nor {candidates[1]} exists; a .safetensors checkpoint needs its "
+                "config (model name and config) beside it, as <stem>.json or the config.json `recon train` writes"
             )
         return path, config
     return path, None
@@ -363,7 +366,7 @@ def load_checkpoint_model(path: str | os.PathLike, expected: str | None = None) 
     Accepted layouts:
 
     * a folder written by :func:`recon.training.save_checkpoint` (``model.safetensors`` + ``config.json``);
-    * a ``.safetensors`` file with a ``config.json`` beside it;
+    * a ``.safetensors`` file with its ``<stem>.json`` (as the shipped weights) or a ``config.json`` beside it;
     * a ``.pt`` / ``.pth`` / ``.ckpt`` file holding ``{"model": name, "model_config": {...}, "state_dict": {...}}``,
       loaded with ``torch.load(weights_only=True)``; anything needing a full unpickler is refused.
 
@@ -383,9 +386,9 @@ def load_checkpoint_model(path: str | os.PathLike, expected: str | None = None) 
     import torch
     from safetensors.torch import load_file
 
-    path, _ = checkpoint_files(path)
-    if path.suffix == ".safetensors":
-        meta = _read_json(path.parent / "config.json")
+    path, config = checkpoint_files(path)
+    if path.suffix == ".safetensors" and config is not None:
+        meta = _read_json(config)
         try:
             state = load_file(path, device="cpu")
         except Exception as err:  # safetensors raises its own error type for bad headers / truncation

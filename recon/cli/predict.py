@@ -86,8 +86,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--checkpoint",
         type=Path,
-        help="weights: a `recon train` checkpoint folder, a .safetensors file (config.json beside it) or a "
-        "weights-only .pt; default: the shipped weights",
+        help="weights: a `recon train` checkpoint folder, a .safetensors file (<stem>.json or config.json beside "
+        "it) or a weights-only .pt; default: the shipped weights",
     )
     parser.add_argument(
         "--cs-method",

@@ -86,3 +86,22 @@ def test_a_file_that_is_no_checkpoint_is_not_called_a_pickle(tiny_data, tmp_path
     code, _, err = run_cli("predict", first, tmp_path / "out", "--model", "cirim", "--checkpoint", path)
     assert code == 1 and "pickle" not in err and not (tmp_path / "out").exists()
     _one_error_line(err, name, expected)
+
+
+def test_a_safetensors_file_with_its_stem_json_loads(tiny_data: Path, tiny_checkpoint: Path, tmp_path, run_cli):
+    # the shipped weights' layout: <stem>.safetensors + <stem>.json, no config.json
+    folder = tmp_path / "weights"
+    folder.mkdir()
+    (folder / "tiny.safetensors").write_bytes((tiny_checkpoint / "model.safetensors").read_bytes())
+    (folder / "tiny.json").write_text((tiny_checkpoint / "config.json").read_text())
+    first = sorted(tiny_data.glob("*.h5"))[0]
+    code, _, err = run_cli(
+        "predict", first, tmp_path / "out", "--model", "cirim", "--checkpoint", folder / "tiny.safetensors"
+    )
+    assert code == 0, err
+    (folder / "tiny.json").unlink()
+    code, _, err = run_cli(
+        "predict", first, tmp_path / "out2", "--model", "cirim", "--checkpoint", folder / "tiny.safetensors"
+    )
+    assert code == 1 and not (tmp_path / "out2").exists()
+    _one_error_line(err, str(folder / "tiny.json"), str(folder / "config.json"))
