@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import pickle
@@ -32,6 +33,7 @@ __all__ = [
     "load_default_model",
     "mask_func_from_args",
     "progress",
+    "remove_if_left_empty",
     "resolve_device",
     "shard",
     "shard_info",
@@ -88,6 +90,11 @@ def check_writable_dir(path: str | os.PathLike) -> Path:
         CLIError: Naming the folder, when it cannot be created or written to.
     """
     path = Path(path)
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if existing.exists() and not existing.is_dir():  # mkdir would only say "File exists" / "Not a directory"
+        raise CLIError(f"{path}: cannot write to the output directory ({existing} is a file, not a folder)")
     try:
         path.mkdir(parents=True, exist_ok=True)
         fd, probe = tempfile.mkstemp(prefix=".recon-write-test.", dir=path)
@@ -97,6 +104,28 @@ def check_writable_dir(path: str | os.PathLike) -> Path:
         reason = err.strerror or str(err)
         raise CLIError(f"{path}: cannot write to the output directory ({reason})") from None
     return path
+
+
+@contextlib.contextmanager
+def remove_if_left_empty(path: str | os.PathLike) -> Iterator[None]:
+    """Remove, on leaving, the folders on the way to ``path`` that did not exist on entering and are still empty.
+
+    A command that fails (or writes nothing) must not leave an empty output folder behind; folders that existed
+    before, or that received any file, are kept (``rmdir`` only removes empty folders).
+    """
+    created = []  # deepest first
+    folder = Path(path)
+    while not folder.exists() and folder != folder.parent:
+        created.append(folder)
+        folder = folder.parent
+    try:
+        yield
+    finally:
+        for folder in created:
+            try:
+                folder.rmdir()
+            except OSError:  # not empty (something was written), or already gone
+                break
 
 
 def check_writable_file(path: str | os.PathLike, what: str = "the output file") -> Path:

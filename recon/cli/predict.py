@@ -43,6 +43,7 @@ from recon.cli._common import (
     load_default_model,
     mask_func_from_args,
     progress,
+    remove_if_left_empty,
     resolve_device,
     shard,
     shard_info,
@@ -473,12 +474,36 @@ def run(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     resolved = resolve_method(args)
     method = resolved.method
-    out_dir = check_writable_dir(args.output_dir)
     if isinstance(method, torch.nn.Module):
         method = method.to(device)
     mine = shard(files, rank, world)
+    # every file failing (or an error) must not leave behind an output folder this command made
+    with remove_if_left_empty(args.output_dir):
+        out_dir = check_writable_dir(args.output_dir)
+        summary = _predict(args, mine, out_dir, method, mask_func, device, resolved)
+    where = f" (rank {rank} of {world})" if world > 1 else ""
+    speed = f", {summary.seconds / summary.slices:.2f} s/slice" if summary.slices else ""
+    print(
+        f"recon predict{where}: {len(summary.written)} written, {len(summary.skipped)} already done, "
+        f"{len(summary.failed)} failed -> {out_dir}{speed}"
+    )
+    if summary.failed and not summary.written and not summary.skipped:
+        return EXIT_NOTHING_DONE
+    return EXIT_SOME_FAILED if summary.failed and args.strict else EXIT_OK
+
+
+def _predict(
+    args: argparse.Namespace,
+    mine: list[Path],
+    out_dir: Path,
+    method: object,
+    mask_func: object,
+    device: str,
+    resolved: ResolvedMethod,
+) -> PredictSummary:
+    """:func:`predict_files` with the parsed options; an output of other settings becomes a :class:`CLIError`."""
     try:
-        summary = predict_files(
+        return predict_files(
             mine,
             out_dir,
             method,
@@ -498,12 +523,3 @@ def run(args: argparse.Namespace) -> int:
         )
     except OutputMismatch as err:
         raise CLIError(str(err)) from None
-    where = f" (rank {rank} of {world})" if world > 1 else ""
-    speed = f", {summary.seconds / summary.slices:.2f} s/slice" if summary.slices else ""
-    print(
-        f"recon predict{where}: {len(summary.written)} written, {len(summary.skipped)} already done, "
-        f"{len(summary.failed)} failed -> {out_dir}{speed}"
-    )
-    if summary.failed and not summary.written and not summary.skipped:
-        return EXIT_NOTHING_DONE
-    return EXIT_SOME_FAILED if summary.failed and args.strict else EXIT_OK

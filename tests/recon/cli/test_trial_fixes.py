@@ -105,3 +105,33 @@ def test_a_safetensors_file_with_its_stem_json_loads(tiny_data: Path, tiny_check
     )
     assert code == 1 and not (tmp_path / "out2").exists()
     _one_error_line(err, str(folder / "tiny.json"), str(folder / "config.json"))
+
+
+def test_synth_validation_error_leaves_no_folder(tmp_path, run_cli):
+    out = tmp_path / "s8" / "deeper"
+    code, _, err = run_cli("synth", out, "--recon-size", 100, 100, "--size", 64)
+    assert code == 1 and "Traceback" not in err
+    assert not (tmp_path / "s8").exists()
+
+
+def test_predict_leaves_no_empty_folder_when_every_file_fails(tmp_path, run_cli):
+    bad = tmp_path / "in"
+    bad.mkdir()
+    (bad / "broken.h5").write_bytes(b"not hdf5")
+    out = tmp_path / "out"
+    code, _, err = run_cli("predict", bad, out, "--model", "zero-filled")
+    assert code != 0 and "broken.h5" in err
+    assert not out.exists()
+    out.mkdir()  # a folder that existed before is kept
+    run_cli("predict", bad, out, "--model", "zero-filled")
+    assert out.is_dir()
+
+
+def test_predict_into_a_file_says_it_is_not_a_folder(tiny_data: Path, tmp_path, run_cli):
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    first = sorted(tiny_data.glob("*.h5"))[0]
+    for out in (afile, afile / "sub"):
+        code, _, err = run_cli("predict", first, out, "--model", "zero-filled")
+        assert code == 1 and afile.read_text() == "x"
+        _one_error_line(err, str(out), "is a file, not a folder")
