@@ -250,8 +250,14 @@ def add_mask_arguments(
 
 def mask_func_from_args(args: argparse.Namespace) -> Any:
     """The mask function of the parsed mask options; bad values raise :class:`CLIError`."""
+    import math
+
     from recon.inference import build_mask_func
 
+    # named here, not as "bad mask options": inf / nan / < 1 would otherwise run with an empty or meaningless mask
+    acceleration = args.acceleration
+    if acceleration is not None and not (math.isfinite(acceleration) and acceleration >= 1):
+        raise CLIError(f"--acceleration must be a finite number >= 1; got {acceleration:g}")
     try:
         return build_mask_func(args.mask, args.acceleration, args.center_fraction)
     except ValueError as err:

@@ -471,6 +471,14 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError(f"{args.output_dir}: the output folder is the input folder; outputs would replace the inputs")
     rank, world = shard_info()
     mask_func = mask_func_from_args(args)
+    # every method loads volumes through a mask with a fully sampled centre (the coil maps of the models and CS come
+    # from it); refuse a centre of 0 once, naming the option, instead of blaming each input file. Files that store
+    # their own mask ignore the mask options, so only inputs undersampled here count.
+    if not args.center_fraction > 0 and not all(_has_file_mask(path) for path in files):
+        raise CLIError(
+            f"--center-fraction must be > 0 (got {args.center_fraction:g}): the coil maps are estimated from the "
+            "fully sampled centre of the mask"
+        )
     device = resolve_device(args.device)
     resolved = resolve_method(args)
     method = resolved.method

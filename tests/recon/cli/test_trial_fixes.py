@@ -135,3 +135,41 @@ def test_predict_into_a_file_says_it_is_not_a_folder(tiny_data: Path, tmp_path, 
         code, _, err = run_cli("predict", first, out, "--model", "zero-filled")
         assert code == 1 and afile.read_text() == "x"
         _one_error_line(err, str(out), "is a file, not a folder")
+
+
+@pytest.mark.parametrize("value", ["inf", "nan", "0.5", "-2"])
+def test_non_finite_or_small_acceleration_is_refused(tiny_data: Path, tmp_path, run_cli, value):
+    first = sorted(tiny_data.glob("*.h5"))[0]
+    code, _, err = run_cli("predict", first, tmp_path / "out", "--model", "zero-filled", "--acceleration", value)
+    assert code == 1 and not (tmp_path / "out").exists()
+    _one_error_line(err, "--acceleration must be a finite number >= 1")
+    code, _, err = run_cli("synth", tmp_path / "s", "--test-layout", "--acceleration", value)
+    assert code == 1 and not (tmp_path / "s").exists()
+    _one_error_line(err, "--acceleration must be a finite number >= 1")
+
+
+def test_acceleration_must_be_finite_in_configs_and_the_api():
+    from recon.config import DataConfig
+    from recon.inference import build_mask_func
+
+    with pytest.raises(ValueError, match="finite"):
+        DataConfig(accelerations=[float("inf")], center_fractions=[0.08])
+    with pytest.raises(ValueError, match="finite"):
+        build_mask_func("equispaced", float("inf"), 0.08)
+
+
+def test_center_fraction_zero_is_refused_once_naming_the_option(tiny_data: Path, tmp_path, run_cli):
+    code, _, err = run_cli("predict", tiny_data, tmp_path / "out", "--model", "cs", "--center-fraction", 0)
+    assert code == 1 and not (tmp_path / "out").exists()
+    _one_error_line(err, "--center-fraction must be > 0")
+
+
+def test_center_fraction_zero_is_ignored_for_files_with_their_own_mask(tmp_path, run_cli):
+    from recon.data.synthetic import write_synthetic_dataset
+    from recon.inference import build_mask_func
+
+    data = tmp_path / "test_layout"
+    mask = build_mask_func("equispaced", 4, 0.08)
+    write_synthetic_dataset(data, 1, 2, (32, 32), num_coils=2, mask_func=mask, include_target=False)
+    code, _, err = run_cli("predict", data, tmp_path / "out", "--model", "zero-filled", "--center-fraction", 0)
+    assert code == 0, err
