@@ -173,3 +173,24 @@ def test_center_fraction_zero_is_ignored_for_files_with_their_own_mask(tmp_path,
     write_synthetic_dataset(data, 1, 2, (32, 32), num_coils=2, mask_func=mask, include_target=False)
     code, _, err = run_cli("predict", data, tmp_path / "out", "--model", "zero-filled", "--center-fraction", 0)
     assert code == 0, err
+
+
+TRAIN_CONFIG = """\
+model: {name: rim, num_steps: 2, hidden_channels: 4, cell: indrnn}
+data: {mask_types: [equispaced_fraction], accelerations: [4], center_fractions: [0.16]}
+train: {batch_size: 1, lr: 0.001, warmup_steps: 0, val_every: 0, log_every: 1, checkpoint_every: 0}
+"""
+
+
+def test_train_max_steps_zero_is_refused_and_a_finished_resume_says_so(tiny_data: Path, tmp_path, run_cli):
+    config, run = tmp_path / "rim.yaml", tmp_path / "run"
+    config.write_text(TRAIN_CONFIG)
+    base = ["train", "--config", config, "--data", tiny_data, "--out", run, "--threads", 1]
+    code, _, err = run_cli(*base, "--max-steps", 0)
+    assert code == 1 and not run.exists()
+    _one_error_line(err, "--max-steps must be >= 1; got 0")
+    code, out, err = run_cli(*base, "--max-steps", 2)
+    assert code == 0, err
+    code, out, err = run_cli("train", "--data", tiny_data, "--out", run, "--resume", "--max-steps", 1, "--threads", 1)
+    assert code == 0, err
+    assert "already at step 2" in out and "nothing to train" in out
