@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -106,8 +107,10 @@ class DataConfig:
                 f"accelerations {self.accelerations} and center_fractions {self.center_fractions} must be non-empty "
                 "and of the same length (paired by index)"
             )
-        if any(a < 1 for a in self.accelerations) or any(not 0 < c <= 1 for c in self.center_fractions):
-            raise ValueError("accelerations must be >= 1 and center_fractions in (0, 1]")
+        if any(not (math.isfinite(a) and a >= 1) for a in self.accelerations) or any(
+            not 0 < c <= 1 for c in self.center_fractions
+        ):
+            raise ValueError("accelerations must be finite and >= 1 and center_fractions in (0, 1]")
         if self.sens_method not in SENS_METHODS:
             raise ValueError(f"sens_method must be one of {list(SENS_METHODS)}; got {self.sens_method!r}")
         if self.normalize not in NORMALIZE_MODES:

@@ -25,6 +25,7 @@ data), and the models return complex64. The baselines have no bf16 form.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -123,6 +124,8 @@ def build_mask_func(mask_type: str, acceleration: float, center_fraction: float)
     """The mask function of a command-line mask name (one of :data:`MASK_TYPES`)."""
     if mask_type not in MASK_TYPES:
         raise ValueError(f"unknown mask {mask_type!r}; expected one of {sorted(MASK_TYPES)}")
+    if not (math.isfinite(acceleration) and acceleration >= 1):  # inf / nan would give an empty or invalid mask
+        raise ValueError(f"acceleration must be a finite number >= 1; got {acceleration}")
     return create_mask_for_mask_type(MASK_TYPES[mask_type], [center_fraction], [acceleration])
 
 

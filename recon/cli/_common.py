@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import pickle
@@ -23,6 +24,7 @@ __all__ = [
     "MASK_DEFAULTS",
     "add_mask_arguments",
     "check_writable_dir",
+    "check_writable_file",
     "checkpoint_files",
     "checkpoint_folder",
     "error_line",
@@ -31,6 +33,7 @@ __all__ = [
     "load_default_model",
     "mask_func_from_args",
     "progress",
+    "remove_if_left_empty",
     "resolve_device",
     "shard",
     "shard_info",
@@ -87,6 +90,11 @@ def check_writable_dir(path: str | os.PathLike) -> Path:
         CLIError: Naming the folder, when it cannot be created or written to.
     """
     path = Path(path)
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if existing.exists() and not existing.is_dir():  # mkdir would only say "File exists" / "Not a directory"
+        raise CLIError(f"{path}: cannot write to the output directory ({existing} is a file, not a folder)")
     try:
         path.mkdir(parents=True, exist_ok=True)
         fd, probe = tempfile.mkstemp(prefix=".recon-write-test.", dir=path)
@@ -95,6 +103,50 @@ def check_writable_dir(path: str | os.PathLike) -> Path:
     except OSError as err:
         reason = err.strerror or str(err)
         raise CLIError(f"{path}: cannot write to the output directory ({reason})") from None
+    return path
+
+
+@contextlib.contextmanager
+def remove_if_left_empty(path: str | os.PathLike) -> Iterator[None]:
+    """Remove, on leaving, the folders on the way to ``path`` that did not exist on entering and are still empty.
+
+    A command that fails (or writes nothing) must not leave an empty output folder behind; folders that existed
+    before, or that received any file, are kept (``rmdir`` only removes empty folders).
+    """
+    created = []  # deepest first
+    folder = Path(path)
+    while not folder.exists() and folder != folder.parent:
+        created.append(folder)
+        folder = folder.parent
+    try:
+        yield
+    finally:
+        for folder in created:
+            try:
+                folder.rmdir()
+            except OSError:  # not empty (something was written), or already gone
+                break
+
+
+def check_writable_file(path: str | os.PathLike, what: str = "the output file") -> Path:
+    """Check, before any work and without creating anything, that ``path`` could be written.
+
+    The nearest existing ancestor must be a writable folder (missing folders below it are created at write time),
+    so a slow command fails up front instead of after computing, and leaves no empty folder behind.
+
+    Raises:
+        CLIError: ``cannot write <what>`` naming the path and why.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise CLIError(f"{path}: cannot write {what} (it is a folder)")
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise CLIError(f"{path}: cannot write {what} ({parent} is a file, not a folder)")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise CLIError(f"{path}: cannot write {what} (permission denied in {parent})")
     return path
 
 
@@ -198,8 +250,14 @@ def add_mask_arguments(
 
 def mask_func_from_args(args: argparse.Namespace) -> Any:
     """The mask function of the parsed mask options; bad values raise :class:`CLIError`."""
+    import math
+
     from recon.inference import build_mask_func
 
+    # named here, not as "bad mask options": inf / nan / < 1 would otherwise run with an empty or meaningless mask
+    acceleration = args.acceleration
+    if acceleration is not None and not (math.isfinite(acceleration) and acceleration >= 1):
+        raise CLIError(f"--acceleration must be a finite number >= 1; got {acceleration:g}")
     try:
         return build_mask_func(args.mask, args.acceleration, args.center_fraction)
     except ValueError as err:
@@ -254,6 +312,19 @@ def _refuse_pickle(path: Path) -> CLIError:
         "arbitrary code when loaded; only safetensors files and torch.load(weights_only=True)-safe state dicts are "
         "accepted (re-save it with `recon train` or safetensors.torch.save_file)"
     )
+
+
+def _looks_like_torch_file(path: Path) -> bool:
+    """Whether ``path`` starts like a ``torch.save`` file: a zip archive (current format) or a pickle stream
+    (protocol 2+ opcode, the legacy format). Random bytes or text must not be reported as a pickle payload."""
+    import zipfile
+
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(1)
+    except OSError as err:
+        raise CLIError(f"{path}: cannot read the checkpoint ({err.strerror or err})") from None
+    return head == b"\x80" or zipfile.is_zipfile(path)
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -311,11 +382,14 @@ def checkpoint_files(path: str | os.PathLike) -> tuple[Path, Path | None]:
             )
         return weights, config
     if path.suffix == ".safetensors":
-        config = path.parent / "config.json"
-        if not config.is_file():
+        # `recon train` writes config.json beside model.safetensors; the shipped weights (recon/weights) pair
+        # <stem>.safetensors with <stem>.json, several to a folder, so the file's own <stem>.json comes first
+        candidates = (path.with_suffix(".json"), path.parent / "config.json")
+        config = next((file for file in candidates if file.is_file()), None)
+        if config is None:
             raise CLIError(
-                f"{path}: {config} is missing; a .safetensors checkpoint needs the config.json (model name and "
-                "config) that `recon train` writes beside it"
+                f"{path}: neither {candidates[0]} nor {candidates[1]} exists; a .safetensors checkpoint needs its "
+                "config (model name and config) beside it, as <stem>.json or the config.json `recon train` writes"
             )
         return path, config
     return path, None
@@ -327,7 +401,7 @@ def load_checkpoint_model(path: str | os.PathLike, expected: str | None = None) 
     Accepted layouts:
 
     * a folder written by :func:`recon.training.save_checkpoint` (``model.safetensors`` + ``config.json``);
-    * a ``.safetensors`` file with a ``config.json`` beside it;
+    * a ``.safetensors`` file with its ``<stem>.json`` (as the shipped weights) or a ``config.json`` beside it;
     * a ``.pt`` / ``.pth`` / ``.ckpt`` file holding ``{"model": name, "model_config": {...}, "state_dict": {...}}``,
       loaded with ``torch.load(weights_only=True)``; anything needing a full unpickler is refused.
 
@@ -347,19 +421,28 @@ def load_checkpoint_model(path: str | os.PathLike, expected: str | None = None) 
     import torch
     from safetensors.torch import load_file
 
-    path, _ = checkpoint_files(path)
-    if path.suffix == ".safetensors":
-        meta = _read_json(path.parent / "config.json")
+    path, config = checkpoint_files(path)
+    if path.suffix == ".safetensors" and config is not None:
+        meta = _read_json(config)
         try:
             state = load_file(path, device="cpu")
         except Exception as err:  # safetensors raises its own error type for bad headers / truncation
             raise CLIError(f"{path}: not a valid safetensors file ({type(err).__name__}: {err})") from None
         return _build(path, meta, state, expected)
     if path.suffix in (".pt", ".pth", ".ckpt", ".bin"):
+        if not _looks_like_torch_file(path):
+            raise CLIError(
+                f"{path}: not a checkpoint (neither a safetensors file nor a torch file); expected a `recon train` "
+                "folder, a .safetensors file or a torch.save'd .pt / .pth / .ckpt / .bin file"
+            )
         try:
             obj = torch.load(path, map_location="cpu", weights_only=True)
-        except pickle.UnpicklingError:
-            raise _refuse_pickle(path) from None
+        except pickle.UnpicklingError as err:
+            # torch's safe unpickler says "Weights only load failed" when it meets a forbidden object; other
+            # unpickling errors mean the bytes are not a pickle at all
+            if "weights only" in str(err).lower():
+                raise _refuse_pickle(path) from None
+            raise CLIError(f"{path}: not a checkpoint (neither a safetensors file nor a torch file)") from None
         except Exception as err:  # not a zip / truncated / corrupt
             raise CLIError(f"{path}: not a readable PyTorch checkpoint ({type(err).__name__}: {err})") from None
         if not isinstance(obj, dict) or not isinstance(obj.get("model"), str) or "state_dict" not in obj:

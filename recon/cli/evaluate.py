@@ -25,7 +25,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from recon.cli._common import CLIError, error_line
+from recon.cli._common import CLIError, check_writable_file, error_line
 
 HELP = "SSIM / PSNR / NMSE of predictions against targets (fastMRI definitions)"
 DESCRIPTION = __doc__.split("\n\n", 1)[1].replace("``", "").replace(":mod:`recon.metrics`", "recon.metrics")
@@ -276,6 +276,8 @@ def format_comparison(results: dict[str, tuple[str, Evaluation]]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.csv is not None:  # before scoring everything, not after
+        check_writable_file(args.csv, "the CSV file")
     folders = list(dict.fromkeys(args.predictions))
     if len(folders) == 1:
         result = evaluate_dirs(args.targets, folders[0])

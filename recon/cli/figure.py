@@ -15,7 +15,13 @@ import argparse
 import sys
 from pathlib import Path
 
-from recon.cli._common import MASK_DEFAULTS, CLIError, add_mask_arguments, mask_func_from_args
+from recon.cli._common import (
+    MASK_DEFAULTS,
+    CLIError,
+    add_mask_arguments,
+    check_writable_file,
+    mask_func_from_args,
+)
 
 HELP = "PNG panels: target, zero-filled, reconstruction(s), error maps"
 DESCRIPTION = __doc__.split("\n\n", 1)[1].replace("``", "")
@@ -88,6 +94,28 @@ def mask_settings_for(args: argparse.Namespace, predictions: list[Path]) -> argp
     return argparse.Namespace(**settings)
 
 
+def check_inputs(input: Path, predictions: list[Path]) -> None:
+    """Refuse missing files, folders, and predictions of another volume before reading anything.
+
+    A prediction is matched to its target by file name, as ``recon evaluate`` does: a prediction of another volume
+    would otherwise be drawn and scored against the wrong target without any sign of it.
+
+    Raises:
+        CLIError: Naming the file and what was expected.
+    """
+    for path, role in [(input, "input"), *((p, "prediction") for p in predictions)]:
+        if path.is_dir():
+            raise CLIError(f"{path}: is a folder; expected the {role} .h5 file")
+        if not path.is_file():
+            raise CLIError(f"{path}: no such file ({role})")
+    for path in predictions:
+        if path.name != input.name:
+            raise CLIError(
+                f"{path}: file name differs from the input {input.name}; a prediction is matched to its target by "
+                "name (as recon evaluate does), pass the prediction of the same volume"
+            )
+
+
 def _show(settings: dict[str, object]) -> str:
     return ", ".join(f"{key} {value}" for key, value in settings.items())
 
@@ -103,6 +131,8 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError(f"--labels gives {len(labels)} labels for {len(args.predictions)} predictions")
     if len(set(labels)) != len(labels):
         raise CLIError(f"labels must be distinct; got {labels} (pass --labels)")
+    check_inputs(args.input, args.predictions)
+    check_writable_file(args.out, "the figure")  # before loading anything: fail fast, draw nothing
     settings = mask_settings_for(args, args.predictions)
     try:
         volume = load_volume(args.input, mask_func_from_args(settings), settings.seed)
@@ -128,14 +158,17 @@ def run(args: argparse.Namespace) -> int:
         target = None  # a target of another size (unusual header) cannot be compared pixel by pixel
     accel = volume.mask.numel() / max(float(volume.mask.sum()), 1.0)
     nominal = f"{settings.mask} {settings.acceleration:g}x, " if volume.retrospective else "the file's mask, "
-    path = comparison_figure(
-        None if target is None else target[index],
-        {label: image[index] for label, image in images.items()},
-        args.out,
-        title=f"{args.input.name}  slice {index}  ({nominal}sampled {accel:.1f}x)",
-        maxval=None if target is None else float(target.max()),
-        mask=mask_image(volume.mask),
-        zoom="auto",
-    )
+    try:
+        path = comparison_figure(
+            None if target is None else target[index],
+            {label: image[index] for label, image in images.items()},
+            args.out,
+            title=f"{args.input.name}  slice {index}  ({nominal}sampled {accel:.1f}x)",
+            maxval=None if target is None else float(target.max()),
+            mask=mask_image(volume.mask),
+            zoom="auto",
+        )
+    except OSError as err:  # e.g. the folder became unwritable or the disk is full while drawing
+        raise CLIError(f"{args.out}: cannot write the figure ({err.strerror or err})") from None
     print(f"wrote {path}")
     return 0

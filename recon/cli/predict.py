@@ -43,6 +43,7 @@ from recon.cli._common import (
     load_default_model,
     mask_func_from_args,
     progress,
+    remove_if_left_empty,
     resolve_device,
     shard,
     shard_info,
@@ -86,8 +87,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--checkpoint",
         type=Path,
-        help="weights: a `recon train` checkpoint folder, a .safetensors file (config.json beside it) or a "
-        "weights-only .pt; default: the shipped weights",
+        help="weights: a `recon train` checkpoint folder, a .safetensors file (<stem>.json or config.json beside "
+        "it) or a weights-only .pt; default: the shipped weights",
     )
     parser.add_argument(
         "--cs-method",
@@ -470,15 +471,47 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError(f"{args.output_dir}: the output folder is the input folder; outputs would replace the inputs")
     rank, world = shard_info()
     mask_func = mask_func_from_args(args)
+    # every method loads volumes through a mask with a fully sampled centre (the coil maps of the models and CS come
+    # from it); refuse a centre of 0 once, naming the option, instead of blaming each input file. Files that store
+    # their own mask ignore the mask options, so only inputs undersampled here count.
+    if not args.center_fraction > 0 and not all(_has_file_mask(path) for path in files):
+        raise CLIError(
+            f"--center-fraction must be > 0 (got {args.center_fraction:g}): the coil maps are estimated from the "
+            "fully sampled centre of the mask"
+        )
     device = resolve_device(args.device)
     resolved = resolve_method(args)
     method = resolved.method
-    out_dir = check_writable_dir(args.output_dir)
     if isinstance(method, torch.nn.Module):
         method = method.to(device)
     mine = shard(files, rank, world)
+    # every file failing (or an error) must not leave behind an output folder this command made
+    with remove_if_left_empty(args.output_dir):
+        out_dir = check_writable_dir(args.output_dir)
+        summary = _predict(args, mine, out_dir, method, mask_func, device, resolved)
+    where = f" (rank {rank} of {world})" if world > 1 else ""
+    speed = f", {summary.seconds / summary.slices:.2f} s/slice" if summary.slices else ""
+    print(
+        f"recon predict{where}: {len(summary.written)} written, {len(summary.skipped)} already done, "
+        f"{len(summary.failed)} failed -> {out_dir}{speed}"
+    )
+    if summary.failed and not summary.written and not summary.skipped:
+        return EXIT_NOTHING_DONE
+    return EXIT_SOME_FAILED if summary.failed and args.strict else EXIT_OK
+
+
+def _predict(
+    args: argparse.Namespace,
+    mine: list[Path],
+    out_dir: Path,
+    method: object,
+    mask_func: object,
+    device: str,
+    resolved: ResolvedMethod,
+) -> PredictSummary:
+    """:func:`predict_files` with the parsed options; an output of other settings becomes a :class:`CLIError`."""
     try:
-        summary = predict_files(
+        return predict_files(
             mine,
             out_dir,
             method,
@@ -498,12 +531,3 @@ def run(args: argparse.Namespace) -> int:
         )
     except OutputMismatch as err:
         raise CLIError(str(err)) from None
-    where = f" (rank {rank} of {world})" if world > 1 else ""
-    speed = f", {summary.seconds / summary.slices:.2f} s/slice" if summary.slices else ""
-    print(
-        f"recon predict{where}: {len(summary.written)} written, {len(summary.skipped)} already done, "
-        f"{len(summary.failed)} failed -> {out_dir}{speed}"
-    )
-    if summary.failed and not summary.written and not summary.skipped:
-        return EXIT_NOTHING_DONE
-    return EXIT_SOME_FAILED if summary.failed and args.strict else EXIT_OK

@@ -12,7 +12,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from recon.cli._common import CLIError, add_mask_arguments, check_writable_dir, mask_func_from_args
+from recon.cli._common import (
+    CLIError,
+    add_mask_arguments,
+    check_writable_dir,
+    mask_func_from_args,
+    remove_if_left_empty,
+)
 
 HELP = "write a synthetic fastMRI-style dataset"
 DESCRIPTION = __doc__.split("\n\n", 1)[1].replace("``", "").replace(":func:", "")
@@ -57,8 +63,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from recon.data.synthetic import write_synthetic_dataset
-
     if len(args.size) not in (1, 2) or min(args.size) < 8:
         raise CLIError(f"--size takes H or H W, each >= 8; got {args.size}")
     shape = (args.size[0], args.size[-1])
@@ -74,7 +78,16 @@ def run(args: argparse.Namespace) -> int:
         mask_func = mask_func_from_args(args)
         if args.mask not in ("equispaced", "random"):
             raise CLIError("--test-layout stores a 1-D line mask: use --mask equispaced or random")
-    out_dir = check_writable_dir(args.out_dir)
+    with remove_if_left_empty(args.out_dir):  # a setting write_synthetic_dataset refuses leaves no empty folder
+        out_dir = check_writable_dir(args.out_dir)
+        paths = _write(args, out_dir, shape, mask_func)
+    print(f"recon synth: wrote {len(paths)} file{'' if len(paths) == 1 else 's'} to {out_dir}")
+    return 0
+
+
+def _write(args: argparse.Namespace, out_dir: Path, shape: tuple[int, int], mask_func: object) -> list[Path]:
+    from recon.data.synthetic import write_synthetic_dataset
+
     try:
         paths = write_synthetic_dataset(
             out_dir,
@@ -93,5 +106,4 @@ def run(args: argparse.Namespace) -> int:
         )
     except (ValueError, ImportError) as err:
         raise CLIError(str(err)) from None
-    print(f"recon synth: wrote {len(paths)} file{'' if len(paths) == 1 else 's'} to {out_dir}")
-    return 0
+    return paths

@@ -118,6 +118,15 @@ def _resolve_config(args: argparse.Namespace) -> Any:
     return config
 
 
+def _resumed_step(run_dir: Path) -> int | None:
+    """The step recorded in ``run_dir/last/config.json``, or ``None`` when it cannot be read (the loop reports)."""
+    try:
+        step = json.loads((run_dir / "last" / "config.json").read_text()).get("step")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return step if isinstance(step, int) else None
+
+
 def _initial_model(config: Any, path: Path) -> Any:
     """The config's model with the weights of ``path`` (safetensors; keys and shapes must match exactly)."""
     import torch
@@ -178,6 +187,9 @@ def run(args: argparse.Namespace) -> int:
     if not args.resume and (run_dir / "last").exists():
         raise _fail(f"{run_dir}: already holds a run; pass --resume to continue it or choose another --out")
     config = _resolve_config(args)
+    if config.train.max_steps < 1:  # 0 steps would save the untrained model as if it were a trained checkpoint
+        source = "--max-steps" if args.max_steps is not None else "train.max_steps of the config"
+        raise _fail(f"{source} must be >= 1; got {config.train.max_steps}")
     if config.train.device is not None:  # a missing GPU is one line before the run folder is made
         resolve_device(config.train.device)
     for flag, folder in (("--data", args.data), ("--val", args.val)):
@@ -215,6 +227,14 @@ def run(args: argparse.Namespace) -> int:
         print(
             f"training {config.model} on {len(dataset)} slices from {args.data} "
             f"({os.environ.get('WORLD_SIZE', '1')} process(es)); steps {config.train.max_steps}; run folder {run_dir}",
+            flush=True,
+        )
+    done = _resumed_step(run_dir) if args.resume else None
+    if rank == 0 and done is not None and done >= config.train.max_steps:
+        # the loop would return at once: say so rather than look like it trained
+        print(
+            f"recon train: {run_dir} is already at step {done}, at or past max_steps {config.train.max_steps}; "
+            "nothing to train (raise --max-steps to continue)",
             flush=True,
         )
     data = dataclasses.asdict(config.data)
