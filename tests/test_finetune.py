@@ -163,3 +163,53 @@ def test_example_wrapper_and_table(monkeypatch, capsys):
         {"val": {"count": 4, "loss": 0.5, "accuracy": 0.75, "per_class_accuracy": [1.0, None]}}, ["a", "b"]
     )
     assert "75.00%" in table and "100.0%" in table and table.endswith("- |")
+
+
+def _fails(argv: list[str], capsys) -> str:
+    """``main`` exits 2 with one ``error:`` line and no traceback."""
+    assert main([*argv, "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("recvision-finetune: error: ") and "Traceback" not in err, err
+    return err
+
+
+def test_bad_names_and_files_fail_before_training(tmp_path: Path, capsys):
+    base = ["--model", "test_vir", "--data", "digits"]
+    assert "--opt: unknown timm optimizer 'sgdx'; did you mean sgd" in _fails([*base, "--opt", "sgdx"], capsys)
+    assert "--sched bogus: Unknown scheduler" in _fails([*base, "--sched", "bogus"], capsys)
+    (tmp_path / "random.bin").write_bytes(np.random.default_rng(0).bytes(1000))
+    (tmp_path / "notes.ckpt").write_text("not weights\n")
+    for name in ("random.bin", "notes.ckpt"):
+        err = _fails([*base, "--pretrained-file", str(tmp_path / name)], capsys)
+        assert f"--pretrained-file {tmp_path / name}: not a weights file" in err
+    torch.save({"model": "test_vir", "epoch": 1, "optimizer": {}}, tmp_path / "last.state.pt")
+    err = _fails([*base, "--pretrained-file", str(tmp_path / "last.state.pt")], capsys)
+    assert "that is a training state" in err
+    (tmp_path / "afile").write_text("")
+    assert "is a file, not a folder" in _fails([*base, "--output", str(tmp_path / "afile")], capsys)
+    assert "is a file, not a folder" in _fails([*base, "--output", str(tmp_path / "afile" / "run")], capsys)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile", "last.state.pt", "notes.ckpt", "random.bin"]
+
+
+def test_pretrained_file_of_another_model(tmp_path: Path, capsys):
+    from safetensors.torch import save_file
+
+    from recvision.finetune.model import create_finetune_model
+
+    other = {k: v.contiguous() for k, v in timm.create_model("test_lightnet").state_dict().items()}
+    save_file({f"mri.{k}": v for k, v in other.items()}, tmp_path / "other.safetensors")
+    err = _fails(
+        ["--model", "test_vir", "--data", "digits", "--pretrained-file", str(tmp_path / "other.safetensors")], capsys
+    )
+    assert "none of test_vir's weights are in it (0 matched" in err and "unexpected keys" in err
+    own = timm.create_model("test_vir", num_classes=10).state_dict()
+    dropped = sorted(k for k in own if not k.startswith("head."))[0]
+    save_file({k: v.contiguous() for k, v in own.items() if k != dropped}, tmp_path / "part.safetensors")
+    args = parse_args(
+        ["--model", "test_vir", "--data", "digits", "--pretrained-file", str(tmp_path / "part.safetensors")]
+    )
+    with pytest.raises(FinetuneError, match=r"does not fit test_vir: \d+ of \d+ weights in the file, 1 missing"):
+        create_finetune_model(args, 10)  # the classifier fits: timm loads strictly
+    lines: list[str] = []
+    create_finetune_model(args, 3, lines.append)  # another classifier: timm drops it and loads the rest non-strictly
+    assert len(lines) == 1 and "loaded in part" in lines[0] and dropped in lines[0], lines

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import ast
 import difflib
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -99,6 +100,49 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _check_opt_and_sched(args: argparse.Namespace) -> None:
+    """Ask timm's own registries now, so that a misspelt ``--opt`` / ``--sched`` fails before data and model load."""
+    import torch
+    from timm.optim import list_optimizers
+    from timm.optim._optim_factory import default_registry
+    from timm.scheduler import create_scheduler_v2
+
+    # create_optimizer_v2 looks up the last '_'-part of the name (a 'lookahead_' prefix wraps the optimizer)
+    try:
+        default_registry.get_optimizer_info(args.opt.lower().split("_")[-1])
+    except ValueError:
+        close = difflib.get_close_matches(args.opt.lower(), list_optimizers(), n=3)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        raise FinetuneError(f"--opt: unknown timm optimizer {args.opt!r}{hint}") from None
+    # timm's scheduler factory has no list of names: build the schedule on a one-tensor optimizer, as run() will
+    probe = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=args.lr)
+    try:
+        create_scheduler_v2(
+            probe,
+            sched=args.sched,
+            num_epochs=args.epochs,
+            warmup_epochs=args.warmup_epochs,
+            warmup_lr=args.warmup_lr,
+            min_lr=args.min_lr,
+            step_on_epochs=False,
+            updates_per_epoch=1,
+        )
+    except (ValueError, AssertionError) as exc:  # timm asserts some of its constraints (e.g. plateau per epoch)
+        raise FinetuneError(f"--sched {args.sched}: {exc or 'not supported with per-update steps'}") from None
+
+
+def _check_output(folder: str) -> None:
+    """Fail now, not after the first epoch, where the checkpoint folder cannot be created or written."""
+    path = Path(folder)
+    for parent in (path, *path.parents):
+        if parent.exists():
+            if not parent.is_dir():
+                raise FinetuneError(f"--output: {str(parent)!r} is a file, not a folder")
+            if not os.access(parent, os.W_OK | os.X_OK):
+                raise FinetuneError(f"--output: {str(parent)!r} is not writable")
+            return
+
+
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Parse and check the arguments that need no model or data (raises :class:`FinetuneError`)."""
     from recvision.finetune.checkpoint import STATE  # here: checkpoint.py raises this module's FinetuneError
@@ -134,6 +178,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         raise FinetuneError(f"--pretrained-file: no such file {args.pretrained_file!r}")
     if args.resume is not None and not (Path(args.resume) / STATE).is_file():
         raise FinetuneError(f"--resume: {args.resume!r} holds no checkpoint ({STATE} missing)")
+    _check_opt_and_sched(args)
+    if args.pretrained_file is not None:
+        from recvision.finetune.model import check_weights_file  # here: model.py imports this module
+
+        check_weights_file(args.pretrained_file)
+    if args.output is not None:
+        _check_output(args.output)
     if args.resume is None and args.output is not None and (Path(args.output) / STATE).exists():
         raise FinetuneError(
             f"--output: {args.output!r} already holds a checkpoint; pass --resume {args.output} or another --output"

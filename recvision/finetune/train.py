@@ -339,7 +339,7 @@ def run(args: argparse.Namespace, log: Callable[[str], None] = print) -> Finetun
     seed_everything(args.seed)
     data, builtin = load_data(args)
     num_classes = len(data.class_names)
-    model = create_finetune_model(args, num_classes).to(info.device)
+    model = create_finetune_model(args, num_classes, say).to(info.device)
     loaders = build_loaders(args, data, builtin, model, info)
     opt = build_optimization(args, model, num_classes, loaders.updates_per_epoch, amp_dtype)
     state = initial_state(args, data.class_names)
