@@ -213,3 +213,14 @@ def test_pretrained_file_of_another_model(tmp_path: Path, capsys):
     lines: list[str] = []
     create_finetune_model(args, 3, lines.append)  # another classifier: timm drops it and loads the rest non-strictly
     assert len(lines) == 1 and "loaded in part" in lines[0] and dropped in lines[0], lines
+
+
+def test_resume_with_another_model_names_both(tmp_path: Path, capsys):
+    from recvision.finetune import load_checkpoint, save_checkpoint
+
+    save_checkpoint(tmp_path / "ft", timm.create_model("test_lightnet"), {"model": "test_lightnet", "epoch": 1})
+    err = _fails(["--model", "test_vir", "--data", "digits", "--resume", str(tmp_path / "ft")], capsys)
+    assert f"--resume: {tmp_path / 'ft'} holds a test_lightnet checkpoint, --model is test_vir" in err
+    # the training state records the name too (checked before the weights, for files without metadata)
+    with pytest.raises(FinetuneError, match="holds a test_lightnet checkpoint, --model is test_vir"):
+        load_checkpoint(tmp_path / "ft", timm.create_model("test_vir"), torch.device("cpu"), "test_vir")

@@ -145,7 +145,8 @@ def _check_output(folder: str) -> None:
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Parse and check the arguments that need no model or data (raises :class:`FinetuneError`)."""
-    from recvision.finetune.checkpoint import STATE  # here: checkpoint.py raises this module's FinetuneError
+    # here: checkpoint.py raises this module's FinetuneError
+    from recvision.finetune.checkpoint import STATE, checkpoint_model_name
 
     args = build_parser().parse_args(argv)
     positive = {"epochs": args.epochs, "batch-size": args.batch_size, "lr": args.lr}
@@ -178,6 +179,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         raise FinetuneError(f"--pretrained-file: no such file {args.pretrained_file!r}")
     if args.resume is not None and not (Path(args.resume) / STATE).is_file():
         raise FinetuneError(f"--resume: {args.resume!r} holds no checkpoint ({STATE} missing)")
+    saved = checkpoint_model_name(Path(args.resume)) if args.resume is not None else None
+    if saved not in (None, args.model):
+        raise FinetuneError(f"--resume: {args.resume} holds a {saved} checkpoint, --model is {args.model}")
     _check_opt_and_sched(args)
     if args.pretrained_file is not None:
         from recvision.finetune.model import check_weights_file  # here: model.py imports this module

@@ -241,7 +241,7 @@ def resume(
     say: Callable[[str], None],
 ) -> None:
     """Load ``--resume``'s weights and optimizer / scaler state and continue its counters and history."""
-    saved = load_checkpoint(Path(args.resume), model, device)
+    saved = load_checkpoint(Path(args.resume), model, device, args.model)
     if saved["model"] != args.model or saved["num_classes"] != state["num_classes"]:
         raise FinetuneError(
             f"--resume {args.resume}: checkpoint is {saved['model']} with {saved['num_classes']} classes, "
