@@ -224,3 +224,19 @@ def test_resume_with_another_model_names_both(tmp_path: Path, capsys):
     # the training state records the name too (checked before the weights, for files without metadata)
     with pytest.raises(FinetuneError, match="holds a test_lightnet checkpoint, --model is test_vir"):
         load_checkpoint(tmp_path / "ft", timm.create_model("test_vir"), torch.device("cpu"), "test_vir")
+
+
+def test_help_shows_defaults_and_examples(capsys):
+    import shlex
+
+    from recvision.finetune.args import EXAMPLES
+
+    assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    for shown in ("timm optimizer name (default: adamw)", "(default: cosine)", "(default: 0)", "(default: 10)"):
+        assert shown in out, shown
+    assert "(default: None)" not in out and "examples:\n  recvision-finetune --model vir_femto" in out
+    for line in EXAMPLES.splitlines()[1:]:  # the examples are valid command lines (up to files they name)
+        argv = shlex.split(line.split("#")[0])
+        if argv[0] == "recvision-finetune" and "--pretrained-file" not in argv and "--resume" not in argv:
+            parse_args(argv[1:])

@@ -34,9 +34,40 @@ def _model_kwargs(text: str) -> tuple[str, Any]:
         return key, value  # a bare word, e.g. global_pool=avg
 
 
+EXAMPLES = f"""\
+examples:
+  {PROG} --model vir_femto --data digits --img-size 32 --epochs 5 --stop-after-epochs 2 --output runs/ft
+  {PROG} --model vir_femto --data digits --img-size 32 --epochs 5 --resume runs/ft   # continue a stopped run
+  {PROG} --model vit_tiny_patch16_224 --data path/to/imagefolder --pretrained-file w.safetensors
+  {PROG} --model resnet18 --data lfw --opt sgd --lr 0.05 --sched step --mixup 0.2
+  torchrun --nproc-per-node 2 -m recvision.finetune --model lightnet_femto --data digits --epochs 3
+"""
+
+
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """The epilog as written, and "(default: X)" after each option that has a default worth showing: not ``None``
+    (its help says what happens instead) and not where the help already names the default."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        # identity, not ==: a default of 0 (== False) is worth showing
+        if (
+            action.default is None
+            or action.default is False
+            or action.default == []
+            or "default" in (action.help or "")
+        ):
+            return action.help
+        return super()._get_help_string(action)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The command-line interface (names follow timm's ``train.py`` where it has them)."""
-    p = argparse.ArgumentParser(prog=PROG, description="Fine-tune a timm model (recvision's or timm's).")
+    p = argparse.ArgumentParser(
+        prog=PROG,
+        description="Fine-tune a timm model (recvision's or timm's).",
+        epilog=EXAMPLES,
+        formatter_class=_HelpFormatter,
+    )
     p.add_argument("--model", required=True, help="timm model name, e.g. vir_femto, lightnet_tiny, resnet18")
     p.add_argument(
         "--model-kwargs",
@@ -64,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mixup", type=float, default=0.0, help="mixup alpha (0 = off)")
     p.add_argument("--cutmix", type=float, default=0.0, help="cutmix alpha (0 = off)")
     p.add_argument("--smoothing", type=float, default=0.0, help="label smoothing")
-    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--epochs", type=int, default=10, help="length of the schedule")
     p.add_argument("--steps-per-epoch", type=int, default=None, help="cap on updates per epoch (quick runs)")
     p.add_argument(
         "--stop-after-epochs",
@@ -74,14 +105,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--batch-size", "-b", type=int, default=64, help="per process")
     p.add_argument("--opt", default="adamw", help="timm optimizer name")
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--weight-decay", type=float, default=0.05)
-    p.add_argument("--momentum", type=float, default=0.9)
+    p.add_argument("--lr", type=float, default=1e-3, help="peak learning rate")
+    p.add_argument("--weight-decay", type=float, default=0.05, help="decoupled weight decay")
+    p.add_argument("--momentum", type=float, default=0.9, help="for SGD-like optimizers")
     p.add_argument("--clip-grad", type=float, default=None, help="gradient-norm clip")
     p.add_argument("--sched", default="cosine", help="timm scheduler name")
-    p.add_argument("--warmup-epochs", type=int, default=0)
-    p.add_argument("--warmup-lr", type=float, default=1e-5)
-    p.add_argument("--min-lr", type=float, default=0.0)
+    p.add_argument("--warmup-epochs", type=int, default=0, help="linear warmup length")
+    p.add_argument("--warmup-lr", type=float, default=1e-5, help="learning rate warmup starts at")
+    p.add_argument("--min-lr", type=float, default=0.0, help="floor of the schedule")
     p.add_argument("--drop-path", type=float, default=None, help="stochastic depth rate")
     p.add_argument("--pretrained-file", default=None, help="local weights (.safetensors, .pth) to start from")
     p.add_argument("--output", default=None, help="checkpoint folder (default: no checkpoints)")
@@ -94,7 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--device", default=None, help="default: cuda:LOCAL_RANK if available, else cpu")
     p.add_argument("--workers", "-j", type=int, default=0, help="data-loader processes")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of data order, augmentation and init")
     p.add_argument("--eval-splits", default="train,val", help="splits in the final table")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="tqdm progress bar")
     return p
