@@ -240,3 +240,14 @@ def test_help_shows_defaults_and_examples(capsys):
         argv = shlex.split(line.split("#")[0])
         if argv[0] == "recvision-finetune" and "--pretrained-file" not in argv and "--resume" not in argv:
             parse_args(argv[1:])
+
+
+def test_stopped_run_says_how_to_continue(tmp_path: Path):
+    data = _image_folder(tmp_path / "images")
+    args = ["--model", "test_vir", "--data", str(data), "--batch-size", "4", "--val-split", "0.34", "--epochs", "2"]
+    lines: list[str] = []
+    run(parse_args([*QUICK, *args, "--stop-after-epochs", "1", "--output", str(tmp_path / "ft")]), log=lines.append)
+    assert lines[-1] == f"stopped at epoch 1/2; continue with --resume {tmp_path / 'ft'}", lines
+    lines.clear()
+    run(parse_args([*QUICK, *args, "--resume", str(tmp_path / "ft")]), log=lines.append)
+    assert not any(line.startswith("stopped at") for line in lines), lines

@@ -357,6 +357,9 @@ def run(args: argparse.Namespace, log: Callable[[str], None] = print) -> Finetun
     }
     table = format_results(results, data.class_names)
     say(table)
+    if state["epoch"] < args.epochs:  # --stop-after-epochs: the table is of a model in mid-schedule
+        how = f"continue with --resume {output}" if output is not None else "no --output, so nothing to resume from"
+        say(f"stopped at epoch {state['epoch']}/{args.epochs}; {how}")
     if output is not None and info.is_main:
         save_results(output, {"model": args.model, "data": args.data, "results": results, "epochs": state["epochs"]})
     return FinetuneResult(unwrap(model), data.class_names, state["steps"], state["epochs"], results, table)
