@@ -30,9 +30,9 @@ def read_weights_file(path: str) -> dict[str, torch.Tensor]:
     try:
         state = load_state_dict(path, weights_only=True)
     except Exception as exc:  # noqa: BLE001  (pickle, zip and safetensors errors share no base class)
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0].split(". ")[0]  # torch advises at length
         raise FinetuneError(
-            f"--pretrained-file {path}: not a weights file (.safetensors or .pth): {first}{hint}"
+            f"--pretrained-file {path}: not a weights file (.safetensors or .pth) ({type(exc).__name__}: {first}){hint}"
         ) from None
     if not state or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
         raise FinetuneError(f"--pretrained-file {path}: holds no model weights (name -> tensor){hint}")
