@@ -163,3 +163,91 @@ def test_example_wrapper_and_table(monkeypatch, capsys):
         {"val": {"count": 4, "loss": 0.5, "accuracy": 0.75, "per_class_accuracy": [1.0, None]}}, ["a", "b"]
     )
     assert "75.00%" in table and "100.0%" in table and table.endswith("- |")
+
+
+def _fails(argv: list[str], capsys) -> str:
+    """``main`` exits 2 with one ``error:`` line and no traceback."""
+    assert main([*argv, "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("recvision-finetune: error: ") and "Traceback" not in err, err
+    return err
+
+
+def test_bad_names_and_files_fail_before_training(tmp_path: Path, capsys):
+    base = ["--model", "test_vir", "--data", "digits"]
+    assert "--opt: unknown timm optimizer 'sgdx'; did you mean sgd" in _fails([*base, "--opt", "sgdx"], capsys)
+    assert "--sched bogus: Unknown scheduler" in _fails([*base, "--sched", "bogus"], capsys)
+    (tmp_path / "random.bin").write_bytes(np.random.default_rng(0).bytes(1000))
+    (tmp_path / "notes.ckpt").write_text("not weights\n")
+    for name in ("random.bin", "notes.ckpt"):
+        err = _fails([*base, "--pretrained-file", str(tmp_path / name)], capsys)
+        assert f"--pretrained-file {tmp_path / name}: not a weights file" in err
+    torch.save({"model": "test_vir", "epoch": 1, "optimizer": {}}, tmp_path / "last.state.pt")
+    err = _fails([*base, "--pretrained-file", str(tmp_path / "last.state.pt")], capsys)
+    assert "that is a training state" in err
+    (tmp_path / "afile").write_text("")
+    assert "is a file, not a folder" in _fails([*base, "--output", str(tmp_path / "afile")], capsys)
+    assert "is a file, not a folder" in _fails([*base, "--output", str(tmp_path / "afile" / "run")], capsys)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile", "last.state.pt", "notes.ckpt", "random.bin"]
+
+
+def test_pretrained_file_of_another_model(tmp_path: Path, capsys):
+    from safetensors.torch import save_file
+
+    from recvision.finetune.model import create_finetune_model
+
+    other = {k: v.contiguous() for k, v in timm.create_model("test_lightnet").state_dict().items()}
+    save_file({f"mri.{k}": v for k, v in other.items()}, tmp_path / "other.safetensors")
+    err = _fails(
+        ["--model", "test_vir", "--data", "digits", "--pretrained-file", str(tmp_path / "other.safetensors")], capsys
+    )
+    assert "none of test_vir's weights are in it (0 matched" in err and "unexpected keys" in err
+    own = timm.create_model("test_vir", num_classes=10).state_dict()
+    dropped = sorted(k for k in own if not k.startswith("head."))[0]
+    save_file({k: v.contiguous() for k, v in own.items() if k != dropped}, tmp_path / "part.safetensors")
+    args = parse_args(
+        ["--model", "test_vir", "--data", "digits", "--pretrained-file", str(tmp_path / "part.safetensors")]
+    )
+    with pytest.raises(FinetuneError, match=r"does not fit test_vir: \d+ of \d+ weights in the file, 1 missing"):
+        create_finetune_model(args, 10)  # the classifier fits: timm loads strictly
+    lines: list[str] = []
+    create_finetune_model(args, 3, lines.append)  # another classifier: timm drops it and loads the rest non-strictly
+    assert len(lines) == 1 and "loaded in part" in lines[0] and dropped in lines[0], lines
+
+
+def test_resume_with_another_model_names_both(tmp_path: Path, capsys):
+    from recvision.finetune import load_checkpoint, save_checkpoint
+
+    save_checkpoint(tmp_path / "ft", timm.create_model("test_lightnet"), {"model": "test_lightnet", "epoch": 1})
+    err = _fails(["--model", "test_vir", "--data", "digits", "--resume", str(tmp_path / "ft")], capsys)
+    assert f"--resume: {tmp_path / 'ft'} holds a test_lightnet checkpoint, --model is test_vir" in err
+    # the training state records the name too (checked before the weights, for files without metadata)
+    with pytest.raises(FinetuneError, match="holds a test_lightnet checkpoint, --model is test_vir"):
+        load_checkpoint(tmp_path / "ft", timm.create_model("test_vir"), torch.device("cpu"), "test_vir")
+
+
+def test_help_shows_defaults_and_examples(capsys):
+    import shlex
+
+    from recvision.finetune.args import EXAMPLES
+
+    assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    for shown in ("timm optimizer name (default: adamw)", "(default: cosine)", "(default: 0)", "(default: 10)"):
+        assert shown in out, shown
+    assert "(default: None)" not in out and "examples:\n  recvision-finetune --model vir_femto" in out
+    for line in EXAMPLES.splitlines()[1:]:  # the examples are valid command lines (up to files they name)
+        argv = shlex.split(line.split("#")[0])
+        if argv[0] == "recvision-finetune" and "--pretrained-file" not in argv and "--resume" not in argv:
+            parse_args(argv[1:])
+
+
+def test_stopped_run_says_how_to_continue(tmp_path: Path):
+    data = _image_folder(tmp_path / "images")
+    args = ["--model", "test_vir", "--data", str(data), "--batch-size", "4", "--val-split", "0.34", "--epochs", "2"]
+    lines: list[str] = []
+    run(parse_args([*QUICK, *args, "--stop-after-epochs", "1", "--output", str(tmp_path / "ft")]), log=lines.append)
+    assert lines[-1] == f"stopped at epoch 1/2; continue with --resume {tmp_path / 'ft'}", lines
+    lines.clear()
+    run(parse_args([*QUICK, *args, "--resume", str(tmp_path / "ft")]), log=lines.append)
+    assert not any(line.startswith("stopped at") for line in lines), lines

@@ -15,7 +15,7 @@ from recvision.finetune.args import FinetuneError
 from recvision.finetune.distributed import unwrap
 from recvision.utils.atomic import atomic_write
 
-__all__ = ["BEST", "LAST", "STATE", "load_checkpoint", "save_checkpoint", "save_results"]
+__all__ = ["BEST", "LAST", "STATE", "checkpoint_model_name", "load_checkpoint", "save_checkpoint", "save_results"]
 
 LAST, BEST, STATE = "last.safetensors", "best.safetensors", "last.state.pt"
 
@@ -33,11 +33,29 @@ def save_checkpoint(folder: Path, model: nn.Module, state: dict[str, Any], best:
     atomic_write(folder / STATE, lambda p: torch.save(state, p))
 
 
-def load_checkpoint(folder: Path, model: nn.Module, device: torch.device) -> dict[str, Any]:
-    """Load ``last.safetensors`` into ``model`` and return the training state (``weights_only=True``)."""
+def checkpoint_model_name(folder: Path) -> str | None:
+    """The model name recorded in ``folder``'s ``last.safetensors`` metadata (``None`` if unreadable or absent);
+    cheap, so that ``--resume`` with another ``--model`` fails before data and model load."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(folder / LAST), framework="pt") as f:
+            return (f.metadata() or {}).get("model")
+    except Exception:  # noqa: BLE001  (a missing or damaged file is reported by load_checkpoint)
+        return None
+
+
+def load_checkpoint(
+    folder: Path, model: nn.Module, device: torch.device, model_name: str | None = None
+) -> dict[str, Any]:
+    """Load ``last.safetensors`` into ``model`` and return the training state (``weights_only=True``); with
+    ``model_name``, first check that the checkpoint is of that model."""
     from safetensors.torch import load_model
 
     state = torch.load(folder / STATE, map_location=device, weights_only=True)
+    # checked before the weights: a mismatch of names would otherwise read as weights that "do not fit"
+    if model_name is not None and state.get("model") not in (None, model_name):
+        raise FinetuneError(f"--resume: {folder} holds a {state['model']} checkpoint, --model is {model_name}")
     missing, unexpected = load_model(unwrap(model), str(folder / LAST), strict=False, device=str(device))
     if missing or unexpected:
         raise FinetuneError(

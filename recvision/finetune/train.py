@@ -241,7 +241,7 @@ def resume(
     say: Callable[[str], None],
 ) -> None:
     """Load ``--resume``'s weights and optimizer / scaler state and continue its counters and history."""
-    saved = load_checkpoint(Path(args.resume), model, device)
+    saved = load_checkpoint(Path(args.resume), model, device, args.model)
     if saved["model"] != args.model or saved["num_classes"] != state["num_classes"]:
         raise FinetuneError(
             f"--resume {args.resume}: checkpoint is {saved['model']} with {saved['num_classes']} classes, "
@@ -339,7 +339,7 @@ def run(args: argparse.Namespace, log: Callable[[str], None] = print) -> Finetun
     seed_everything(args.seed)
     data, builtin = load_data(args)
     num_classes = len(data.class_names)
-    model = create_finetune_model(args, num_classes).to(info.device)
+    model = create_finetune_model(args, num_classes, say).to(info.device)
     loaders = build_loaders(args, data, builtin, model, info)
     opt = build_optimization(args, model, num_classes, loaders.updates_per_epoch, amp_dtype)
     state = initial_state(args, data.class_names)
@@ -357,6 +357,9 @@ def run(args: argparse.Namespace, log: Callable[[str], None] = print) -> Finetun
     }
     table = format_results(results, data.class_names)
     say(table)
+    if state["epoch"] < args.epochs:  # --stop-after-epochs: the table is of a model in mid-schedule
+        how = f"continue with --resume {output}" if output is not None else "no --output, so nothing to resume from"
+        say(f"stopped at epoch {state['epoch']}/{args.epochs}; {how}")
     if output is not None and info.is_main:
         save_results(output, {"model": args.model, "data": args.data, "results": results, "epochs": state["epochs"]})
     return FinetuneResult(unwrap(model), data.class_names, state["steps"], state["epochs"], results, table)
