@@ -136,7 +136,6 @@ def _check_opt_and_sched(args: argparse.Namespace) -> None:
     import torch
     from timm.optim import list_optimizers
     from timm.optim._optim_factory import default_registry
-    from timm.scheduler import create_scheduler_v2
 
     # create_optimizer_v2 looks up the last '_'-part of the name (a 'lookahead_' prefix wraps the optimizer)
     try:
@@ -148,18 +147,26 @@ def _check_opt_and_sched(args: argparse.Namespace) -> None:
     # timm's scheduler factory has no list of names: build the schedule on a one-tensor optimizer, as run() will
     probe = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=args.lr)
     try:
-        create_scheduler_v2(
-            probe,
-            sched=args.sched,
-            num_epochs=args.epochs,
-            warmup_epochs=args.warmup_epochs,
-            warmup_lr=args.warmup_lr,
-            min_lr=args.min_lr,
-            step_on_epochs=False,
-            updates_per_epoch=1,
-        )
+        create_scheduler(probe, args, updates_per_epoch=1)
     except (ValueError, AssertionError) as exc:  # timm asserts some of its constraints (e.g. plateau per epoch)
         raise FinetuneError(f"--sched {args.sched}: {exc or 'not supported with per-update steps'}") from None
+
+
+def create_scheduler(optimizer: Any, args: argparse.Namespace, updates_per_epoch: int) -> Any:
+    """timm's learning-rate schedule for ``args`` (``--sched``, warm-up, ``--min-lr``), stepped every update."""
+    from timm.scheduler import create_scheduler_v2
+
+    scheduler, _ = create_scheduler_v2(
+        optimizer,
+        sched=args.sched,
+        num_epochs=args.epochs,
+        warmup_epochs=args.warmup_epochs,
+        warmup_lr=args.warmup_lr,
+        min_lr=args.min_lr,
+        step_on_epochs=False,
+        updates_per_epoch=updates_per_epoch,
+    )
+    return scheduler
 
 
 def _check_output(folder: str) -> None:

@@ -16,13 +16,12 @@ import torch.distributed as dist
 from timm.data import Mixup
 from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
 from timm.optim import create_optimizer_v2
-from timm.scheduler import create_scheduler_v2
 from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from recvision.data.builtin import SplitDatasets
-from recvision.finetune.args import PROG, FinetuneError, parse_args
+from recvision.finetune.args import PROG, FinetuneError, create_scheduler, parse_args
 from recvision.finetune.checkpoint import load_checkpoint, save_checkpoint, save_results
 from recvision.finetune.data import Loaders, build_loaders, load_data
 from recvision.finetune.distributed import (
@@ -203,16 +202,7 @@ def build_optimization(
     optimizer = create_optimizer_v2(
         model, opt=args.opt, lr=args.lr, weight_decay=args.weight_decay, momentum=args.momentum
     )
-    scheduler, _ = create_scheduler_v2(
-        optimizer,
-        sched=args.sched,
-        num_epochs=args.epochs,
-        warmup_epochs=args.warmup_epochs,
-        warmup_lr=args.warmup_lr,
-        min_lr=args.min_lr,
-        step_on_epochs=False,
-        updates_per_epoch=updates_per_epoch,
-    )
+    scheduler = create_scheduler(optimizer, args, updates_per_epoch)
     scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
     loss_fn, mixup = _build_loss(args, num_classes)
     return Optimization(optimizer, scheduler, scaler, loss_fn, mixup, amp_dtype)
