@@ -21,6 +21,8 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from recvision.ops.additive import chunk_additive_torch, global_additive
+from recvision.ops.md_lrpe import md_lrpe_cosine
+from recvision.ops.md_tpe import md_tpe_torch
 from recvision.ops.plstm2d import GATE_NAMES, chunk_plstm2d_torch, p_mode_gates, parallel_plstm2d
 from recvision.ops.retention import (
     chunk_retention,
@@ -93,7 +95,31 @@ def _plstm_inputs(X: int, Y: int, H: int = 1, K: int = 8, V: int = 8) -> list[to
     ]
 
 
-# (form, inputs, whether it has matrix products that must run in bfloat16)
+def _md_tpe(causal: bool, **kw: object) -> Callable:
+    def call(x, g):  # noqa: ANN001, ANN202
+        return (md_tpe_torch(x, g, causal, **kw),)
+
+    return call
+
+
+def _md_tpe_inputs(H: int, W: int, heads: int = 2, head_dim: int = 6) -> list[torch.Tensor]:
+    return [torch.randn(1, H, W, heads * head_dim), torch.log(torch.tensor([0.9, 0.99][:heads]))]
+
+
+def _md_lrpe(grid: tuple[int, int], extra: int) -> Callable:
+    def call(x, theta):  # noqa: ANN001, ANN202
+        return (md_lrpe_cosine(x, theta, grid, extra),)
+
+    return call
+
+
+def _md_lrpe_inputs(T: int, H: int = 2, D: int = 8) -> list[torch.Tensor]:
+    return [torch.randn(1, T, H, D), torch.rand(H, 4) * 0.5]
+
+
+# (form, inputs, whether it has matrix products that must run in bfloat16); MD-TPE and MD-LRPE are elementwise
+# (scans and rotations), so only their accuracy and dtypes are checked
+
 CASES = {
     "retention-parallel": (_retention(parallel_retention), lambda: _retention_inputs(200), True),
     "retention-chunk_torch": (_retention(chunk_retention_torch, chunk_size=64), lambda: _retention_inputs(200), True),
@@ -107,6 +133,9 @@ CASES = {
     "additive-chunk_torch": (_additive(chunk_additive_torch, chunk_size=32), lambda: _additive_inputs(150), True),
     "plstm2d-chunk_torch": (_plstm(chunk_plstm2d_torch, chunk_size=4), lambda: _plstm_inputs(12, 10), True),
     "plstm2d-parallel": (_plstm(parallel_plstm2d), lambda: _plstm_inputs(8, 6), True),
+    "md_tpe-bidirectional": (_md_tpe(False, chunk_size=4), lambda: _md_tpe_inputs(9, 11), False),
+    "md_tpe-causal": (_md_tpe(True, chunk_size=4), lambda: _md_tpe_inputs(9, 11), False),
+    "md_lrpe-cosine": (_md_lrpe((6, 7), 1), lambda: _md_lrpe_inputs(43), False),
 }
 LONG_CASES = {
     "retention-parallel": (_retention(parallel_retention), lambda: _retention_inputs(4096, H=1), True),
@@ -119,6 +148,8 @@ LONG_CASES = {
     "additive-global": (_additive(global_additive), lambda: _additive_inputs(16384), True),
     "additive-chunk_torch": (_additive(chunk_additive_torch), lambda: _additive_inputs(16384), True),
     "plstm2d-chunk_torch": (_plstm(chunk_plstm2d_torch, chunk_size=16), lambda: _plstm_inputs(128, 128), True),
+    "md_tpe-bidirectional": (_md_tpe(False), lambda: _md_tpe_inputs(128, 128), False),
+    "md_lrpe-cosine": (_md_lrpe((128, 128), 1), lambda: _md_lrpe_inputs(16385), False),
 }
 
 
