@@ -292,10 +292,11 @@ def compare(
     timeout: float,
     pythons: dict[str, str],
     precisions: tuple[str, ...] = ("fp32",),
-    layout: tuple[str, ...] = (),
+    layouts: tuple[str, ...] = ("auto",),
 ) -> list[dict[str, Any]]:
     """For each model and available library: their worker (exports weights, fp32), then ours on those weights in
-    each of ``precisions``."""
+    each of the (precision, conv layout) pairs of :func:`configurations`."""
+    configs = configurations(precisions, layouts)
     results = []
     with tempfile.TemporaryDirectory(prefix="recon_compare_") as tmp:
         for name in names:
@@ -306,15 +307,28 @@ def compare(
                 weights = str(Path(tmp) / f"{library}_{name}.safetensors")
                 extra = ["--library", library, "--weights", weights]
                 theirs = run_one(name, size, coils, repeats, timeout, [*extra, "--theirs"], python)
-                for precision in precisions:
-                    args = [*extra, "--precision", precision, *layout]
+                for precision, layout in configs:
+                    args = [*extra, "--precision", precision, "--channels-last", layout]
                     ours = run_one(name, size, coils, repeats, timeout, args) if "error" not in theirs else theirs
                     results.append(
                         {"model": name, "library": library, "precision": precision, "theirs": theirs, "ours": ours}
                     )
-                for r in results[-len(precisions) :]:  # the rows so far, for long runs watched from a log
+                for r in results[-len(configs) :]:  # the rows so far, for long runs watched from a log
                     print(f"done {name} / {library}: {json.dumps(r)}", file=sys.stderr, flush=True)
     return results
+
+
+def configurations(precisions: tuple[str, ...], layouts: tuple[str, ...]) -> list[tuple[str, str]]:
+    """The (precision, ``--channels-last`` value) pairs to run ours in, in order, without two that resolve to the
+    same conv layout (``auto`` is channels-last for bf16 only, as in :func:`recon.inference.prepare_model`)."""
+    seen, pairs = set(), []
+    for precision in precisions:
+        for layout in layouts:
+            resolved = (precision, (precision == "bf16") if layout == "auto" else layout == "on")
+            if resolved not in seen:
+                seen.add(resolved)
+                pairs.append((precision, layout))
+    return pairs
 
 
 def compare_table(results: list[dict[str, Any]], size: int, coils: int) -> str:
@@ -369,9 +383,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--atommic-python", default=os.environ.get("RECON_ATOMMIC_PYTHON", LIBRARIES["atommic"]))
     parser.add_argument(
         "--channels-last",
+        nargs="+",
         choices=("auto", "on", "off"),
-        default="auto",
-        help="conv weights of ours in channels-last: auto = bf16 only (recon.inference's default)",
+        default=["auto"],
+        help="conv weights of ours in channels-last: auto = bf16 only (recon.inference's default); several values "
+        "run ours in each layout (e.g. --precision fp32 bf16 --channels-last auto on: fp32 NCHW, fp32 channels-last, "
+        "bf16 channels-last)",
     )
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--library", default=None, help=argparse.SUPPRESS)
@@ -385,11 +402,13 @@ def main(argv: list[str] | None = None) -> None:
     bad = [p for p in args.precision if p not in ("fp32", "bf16")]
     if bad or (args.worker is not None and len(args.precision) != 1):
         parser.error(f"--precision takes fp32 and / or bf16; got {' '.join(args.precision)}")
+    if args.worker is not None and len(args.channels_last) != 1:
+        parser.error("a worker takes one --channels-last value")
     if args.worker is not None:
         if args.theirs:
             result = worker_theirs(args.library, args.worker, size, coils, args.repeats, args.weights)
         else:
-            layout = {"auto": None, "on": True, "off": False}[args.channels_last]
+            layout = {"auto": None, "on": True, "off": False}[args.channels_last[0]]
             args_ = (args.library, args.weights, args.precision[0], layout)
             result = worker(args.worker, size, coils, args.repeats, *args_)
         print(RESULT_PREFIX + json.dumps(result), flush=True)
@@ -397,9 +416,15 @@ def main(argv: list[str] | None = None) -> None:
     if args.compare:
         pythons = {"direct": args.direct_python, "atommic": args.atommic_python}
         libraries = {k: pythons[k] for k in args.libraries}
-        layout = ("--channels-last", args.channels_last)
         results = compare(
-            args.models, size, coils, args.repeats, args.timeout, libraries, tuple(args.precision), layout
+            args.models,
+            size,
+            coils,
+            args.repeats,
+            args.timeout,
+            libraries,
+            tuple(args.precision),
+            tuple(args.channels_last),
         )
         print(compare_table(results, size, coils))
     else:
@@ -410,10 +435,10 @@ def main(argv: list[str] | None = None) -> None:
                 coils,
                 args.repeats,
                 args.timeout,
-                ["--precision", precision, "--channels-last", args.channels_last],
+                ["--precision", precision, "--channels-last", layout],
             )
             for name in args.models
-            for precision in args.precision
+            for precision, layout in configurations(tuple(args.precision), tuple(args.channels_last))
         ]
         print(table(results, size, coils))
     if args.json:

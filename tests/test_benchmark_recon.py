@@ -90,3 +90,25 @@ def test_default_weights_benchmark_reports_cs_lambdas_only_when_cs_ran(tmp_path:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=False)
         assert proc.returncode == 0, proc.stderr[-2000:]
         assert ("CS lambdas" in proc.stdout) is expected and "| zero-filled |" in proc.stdout
+
+
+def test_model_benchmark_layouts_run_each_distinct_configuration(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.syspath_prepend(str(ROOT))  # the script imports its sibling _measure
+    bench = _load("recon_models")
+    pairs = bench.configurations(("fp32", "bf16"), ("auto", "on"))
+    # bf16 "auto" is already channels-last, so bf16 "on" is not run twice
+    assert pairs == [("fp32", "auto"), ("fp32", "on"), ("bf16", "auto")]
+    assert bench.configurations(("fp32",), ("off", "auto")) == [("fp32", "off")]
+
+
+@pytest.mark.slow
+def test_model_benchmark_times_ours_in_each_layout() -> None:
+    script = ROOT / "recon_models.py"
+    cmd = [sys.executable, str(script), "--models", "rim", "--size", "32", "--coils", "2"]
+    cmd += ["--precision", "fp32", "bf16", "--channels-last", "auto", "on"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=False)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = [line for line in proc.stdout.splitlines() if line.startswith("| RIM")]
+    assert [row.split("|")[2].strip() for row in rows] == ["fp32", "fp32 channels-last", "bf16"]
+    bad = subprocess.run([*cmd[:2], "--worker", "rim", "--channels-last", "on", "off"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "one --channels-last value" in bad.stderr
