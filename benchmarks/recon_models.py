@@ -186,7 +186,8 @@ def worker(
         else:
             model = load_atommic_checkpoint(weights, name, config=config)
     kspace, mask, sens = _slice(size, coils)
-    run = make_reconstructor(model, precision=precision, channels_last=channels_last)
+    layout = {} if channels_last is None else {"channels_last": channels_last}
+    run = make_reconstructor(model, precision=precision, **layout)
     result = _measure(model, lambda: run(kspace, mask, sens), repeats)
     impl = "ours" if library is None else f"ours ({library} weights)"
     if channels_last is not None:
@@ -320,11 +321,11 @@ def compare(
 
 def configurations(precisions: tuple[str, ...], layouts: tuple[str, ...]) -> list[tuple[str, str]]:
     """The (precision, ``--channels-last`` value) pairs to run ours in, in order, without two that resolve to the
-    same conv layout (``auto`` is channels-last for bf16 only, as in :func:`recon.inference.prepare_model`)."""
+    same conv layout (``auto`` is :func:`recon.inference.prepare_model`'s default, channels-last)."""
     seen, pairs = set(), []
     for precision in precisions:
         for layout in layouts:
-            resolved = (precision, (precision == "bf16") if layout == "auto" else layout == "on")
+            resolved = (precision, layout != "off")
             if resolved not in seen:
                 seen.add(resolved)
                 pairs.append((precision, layout))
@@ -386,9 +387,8 @@ def main(argv: list[str] | None = None) -> None:
         nargs="+",
         choices=("auto", "on", "off"),
         default=["auto"],
-        help="conv weights of ours in channels-last: auto = bf16 only (recon.inference's default); several values "
-        "run ours in each layout (e.g. --precision fp32 bf16 --channels-last auto on: fp32 NCHW, fp32 channels-last, "
-        "bf16 channels-last)",
+        help="conv weights of ours in channels-last: auto = recon.inference's default (channels-last); several "
+        "values run ours in each layout (e.g. --precision fp32 --channels-last off on: fp32 NCHW and channels-last)",
     )
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--library", default=None, help=argparse.SUPPRESS)

@@ -15,11 +15,11 @@ Methods: the learned models (called as ``model(masked_kspace [B, C, H, W], mask,
 :mod:`recon.models`), ``"zero-filled"`` (RSS of the zero-filled coil images, fastMRI's baseline) and ``"cs"``
 (compressed-sensing SENSE, :func:`recon.baselines.tv_sense` by default or :func:`recon.baselines.wavelet_sense`).
 
-Precision (:data:`PRECISIONS`): ``"fp32"`` runs the models exactly as they are (float32, the layout their weights
-have). ``"bf16"`` runs their convolutions and recurrent cells under bfloat16 autocast with channels-last (NHWC)
-conv weights, the layout oneDNN's fast bf16 kernels use; the FFTs, coil operators and data consistency stay in
-complex64 (:func:`recon.models._common.channels_to_complex` casts every conv output back before it meets complex
-data), and the models return complex64. The baselines have no bf16 form.
+Precision (:data:`PRECISIONS`): ``"fp32"`` runs the models in float32, ``"bf16"`` runs their convolutions and
+recurrent cells under bfloat16 autocast. In both, the models' conv weights are put in channels-last (NHWC), the
+layout oneDNN's fast kernels use (``channels_last=False`` keeps the weights' own layout); the FFTs, coil operators
+and data consistency stay in complex64 (:func:`recon.models._common.channels_to_complex` casts every conv output
+back before it meets complex data), and the models return complex64. The baselines have no bf16 form.
 """
 
 from __future__ import annotations
@@ -258,16 +258,17 @@ def precision_context(precision: str, device: str | torch.device) -> contextlib.
     return contextlib.nullcontext()
 
 
-def prepare_model(model: nn.Module, precision: str = "fp32", channels_last: bool | None = None) -> nn.Module:
+def prepare_model(model: nn.Module, precision: str = "fp32", channels_last: bool = True) -> nn.Module:
     """Put ``model`` in eval mode and, with ``channels_last``, its conv weights in channels-last (in place; returned).
 
     Channels-last makes every conv output, and so every recurrent state, NHWC: one layout through each conv stack,
-    the one oneDNN's fast kernels use. ``channels_last=None`` means on for ``"bf16"`` and off for ``"fp32"``, whose
-    outputs are then exactly those of calling the model directly (channels-last fp32 sums the convolutions in
-    another order, so its outputs differ in the last bits).
+    the one oneDNN's fast kernels use, in both precisions. The convolutions then sum in another order than in
+    NCHW, so fp32 outputs differ from a direct call of an NCHW model in the last bits (as they do between thread
+    counts); ``channels_last=False`` leaves the weights' layout alone and gives exactly the direct call's outputs.
     """
+    check_precision(precision)
     model = model.eval()
-    if check_precision(precision) == "bf16" if channels_last is None else channels_last:
+    if channels_last:
         model = model.to(memory_format=torch.channels_last)
     return model
 
@@ -282,7 +283,7 @@ def make_reconstructor(
     cs_lambda: float | None = None,
     cs_iterations: int | None = None,
     precision: str = "fp32",
-    channels_last: bool | None = None,
+    channels_last: bool = True,
 ) -> Reconstructor:
     """A function ``(masked_kspace [B, C, H, W], mask, sens_maps) -> image [B, H, W]`` (complex or magnitude).
 
@@ -294,7 +295,8 @@ def make_reconstructor(
         cs_iterations: Iterations of ``"cs"`` (default: :func:`cs_defaults`).
         precision: ``"fp32"`` or ``"bf16"`` (models only; see the module docstring). A model's output is complex64
             in both.
-        channels_last: Conv weights in channels-last (:func:`prepare_model`; default: for ``"bf16"`` only).
+        channels_last: Conv weights in channels-last (:func:`prepare_model`); ``False`` keeps the model's layout
+            (fp32 outputs then bit-identical to calling the model directly).
 
     Raises:
         ValueError: For an unknown method or precision, bad CS settings, or ``"bf16"`` with a baseline.

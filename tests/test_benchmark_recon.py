@@ -95,20 +95,20 @@ def test_default_weights_benchmark_reports_cs_lambdas_only_when_cs_ran(tmp_path:
 def test_model_benchmark_layouts_run_each_distinct_configuration(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.syspath_prepend(str(ROOT))  # the script imports its sibling _measure
     bench = _load("recon_models")
-    pairs = bench.configurations(("fp32", "bf16"), ("auto", "on"))
-    # bf16 "auto" is already channels-last, so bf16 "on" is not run twice
-    assert pairs == [("fp32", "auto"), ("fp32", "on"), ("bf16", "auto")]
-    assert bench.configurations(("fp32",), ("off", "auto")) == [("fp32", "off")]
+    # "auto" is recon.inference's default, channels-last, so "on" beside it is not run twice
+    assert bench.configurations(("fp32", "bf16"), ("auto", "on")) == [("fp32", "auto"), ("bf16", "auto")]
+    pairs = bench.configurations(("fp32", "bf16"), ("off", "auto"))
+    assert pairs == [("fp32", "off"), ("fp32", "auto"), ("bf16", "off"), ("bf16", "auto")]
 
 
 @pytest.mark.slow
 def test_model_benchmark_times_ours_in_each_layout() -> None:
     script = ROOT / "recon_models.py"
     cmd = [sys.executable, str(script), "--models", "rim", "--size", "32", "--coils", "2"]
-    cmd += ["--precision", "fp32", "bf16", "--channels-last", "auto", "on"]
+    cmd += ["--precision", "fp32", "bf16", "--channels-last", "off", "auto"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=False)
     assert proc.returncode == 0, proc.stderr[-2000:]
     rows = [line for line in proc.stdout.splitlines() if line.startswith("| RIM")]
-    assert [row.split("|")[2].strip() for row in rows] == ["fp32", "fp32 channels-last", "bf16"]
+    assert [row.split("|")[2].strip() for row in rows] == ["fp32 NCHW", "fp32", "bf16 NCHW", "bf16"]
     bad = subprocess.run([*cmd[:2], "--worker", "rim", "--channels-last", "on", "off"], capture_output=True, text=True)
     assert bad.returncode == 2 and "one --channels-last value" in bad.stderr

@@ -109,8 +109,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--precision",
         default="fp32",
-        help="fp32 (default) or bf16: the model's convolutions and recurrent cells in bfloat16 autocast with "
-        "channels-last weights, FFTs / coil operators / data consistency in complex64 (models only)",
+        help="fp32 (default) or bf16: the model's convolutions and recurrent cells in bfloat16 autocast, FFTs / "
+        "coil operators / data consistency in complex64 (models only); conv weights channels-last in both",
     )
     parser.add_argument("--figures", action="store_true", help="also write OUTPUT_DIR/figures/NAME.png")
     parser.add_argument(

@@ -103,6 +103,7 @@ def reconstruct(
     data: DataConfig,
     num_low_frequencies: int | None = None,
     precision: str = "fp32",
+    channels_last: bool = True,
 ) -> torch.Tensor:
     """Reconstruct undersampled slices with a trained model, the way it was trained.
 
@@ -113,13 +114,15 @@ def reconstruct(
         mask: line mask with ``W`` entries.
         data: the data settings the model was trained with (``recon.weights.default_config(name).data``).
         num_low_frequencies: width of the fully sampled centre; ``None`` reads it off the mask.
-        precision: ``"fp32"`` or ``"bf16"`` (:func:`recon.inference.make_reconstructor`; ``"bf16"`` puts the
-            model's conv weights in channels-last).
+        precision: ``"fp32"`` or ``"bf16"`` (:func:`recon.inference.make_reconstructor`).
+        channels_last: put the model's conv weights in channels-last (in place), as
+            :func:`recon.inference.prepare_model`.
 
     Returns:
         Magnitude images ``[H, W]`` or ``[S, H, W]`` (float32, in the units of the input), not cropped.
     """
-    if check_precision(precision) == "bf16":
+    check_precision(precision)
+    if channels_last:
         model = model.to(memory_format=torch.channels_last)
     single = masked_kspace.ndim == 3
     volume = masked_kspace.unsqueeze(0) if single else masked_kspace

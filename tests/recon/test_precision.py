@@ -47,15 +47,30 @@ def test_precisions_and_bad_value():
 
 
 @pytest.mark.parametrize("name", list(SMALL))
-def test_fp32_is_the_direct_call_bit_for_bit(name):
+def test_fp32_is_the_direct_call_bit_for_bit_in_the_models_layout(name):
+    torch.manual_seed(0)
+    model = create_model(name, **SMALL[name]).eval()
+    kspace, mask, sens, _ = make_slice(batch=2, coils=3, size=32)
+    with torch.inference_mode():
+        direct = model(kspace, mask, sens)
+        via = make_reconstructor(model, precision="fp32", channels_last=False)(kspace, mask, sens)
+    assert torch.equal(direct, via)
+    assert all(p.is_contiguous() for p in model.parameters())  # channels_last=False leaves the layout alone
+
+
+@pytest.mark.parametrize("name", list(SMALL))
+def test_fp32_channels_last_default_matches_the_direct_call(name):
+    # channels-last (the default) sums each convolution in another order: the same result to float32 rounding
     torch.manual_seed(0)
     model = create_model(name, **SMALL[name]).eval()
     kspace, mask, sens, _ = make_slice(batch=2, coils=3, size=32)
     with torch.inference_mode():
         direct = model(kspace, mask, sens)
         via = make_reconstructor(model, precision="fp32")(kspace, mask, sens)
-    assert torch.equal(direct, via)
-    assert all(p.is_contiguous() for p in model.parameters())  # fp32 leaves the weights' layout alone
+    conv_weights = [m.weight for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert all(w.is_contiguous(memory_format=torch.channels_last) for w in conv_weights)
+    assert via.dtype == direct.dtype == torch.complex64
+    torch.testing.assert_close(via, direct, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("name", list(SMALL))

@@ -80,13 +80,21 @@ class ConvGRUCell(nn.Module):
         Returns:
             The new state ``[B, hidden_channels, H, W]``.
         """
+        i_r, i_z, i_n = self.ih(x).chunk(3, dim=1)
+        if h is None and not torch.is_grad_enabled():
+            # a zero state adds exactly nothing through the bias-free state convolution: skip it (with autograd
+            # the convolution stays, so that the state weights get their zero gradient as before); "+ 0.0" makes
+            # the dense sums the full step makes, on which sigmoid / tanh round as they do there
+            z = (i_z + 0.0).sigmoid_()
+            return (1 - z) * (i_n + 0.0).tanh_()
         if h is None:
             h = x.new_zeros(x.shape[0], self.hidden_channels, *x.shape[2:])
-        i_r, i_z, i_n = self.ih(x).chunk(3, dim=1)
         w_r, w_z, w_n = self.hh.weight.chunk(3, dim=0)
         hh = self.hh
         h_rz = nn.functional.conv2d(h, torch.cat([w_r, w_z]), None, 1, hh.padding, hh.dilation)
         h_r, h_z = h_rz.chunk(2, dim=1)
+        if not torch.is_grad_enabled():
+            return self._step_in_place(h, i_r, i_z, i_n, h_r, h_z, w_n)
         r = torch.sigmoid(i_r + h_r)
         z = torch.sigmoid(i_z + h_z)
         if self.reset_before_conv:
@@ -95,3 +103,29 @@ class ConvGRUCell(nn.Module):
             h_n = r * nn.functional.conv2d(h, w_n, None, 1, hh.padding, hh.dilation)
         n = torch.tanh(i_n + h_n)
         return (1 - z) * n + z * h
+
+    def _step_in_place(
+        self,
+        h: torch.Tensor,
+        i_r: torch.Tensor,
+        i_z: torch.Tensor,
+        i_n: torch.Tensor,
+        h_r: torch.Tensor,
+        h_z: torch.Tensor,
+        w_n: torch.Tensor,
+    ) -> torch.Tensor:
+        """The same step as :meth:`forward` when nothing is recorded for autograd, with the gates computed in the
+        fewer new tensors: every operation and its operand order is kept (``1 - z`` as ``(-z) + 1``), so the result
+        is bit-identical with less memory traffic."""
+        hh = self.hh
+        # sigmoid and tanh run on the same fresh sums as in forward (their vectorised kernels round differently
+        # on strided views); the exactly rounded products and sums are done in place
+        r = (i_r + h_r).sigmoid_()
+        z = (i_z + h_z).sigmoid_()
+        if self.reset_before_conv:
+            h_n = nn.functional.conv2d(r * h, w_n, None, 1, hh.padding, hh.dilation)
+        else:
+            h_n = r * nn.functional.conv2d(h, w_n, None, 1, hh.padding, hh.dilation)
+        n = (i_n + h_n).tanh_()
+        zh = z * h
+        return n.mul_(z.neg_().add_(1)).add_(zh)

@@ -88,6 +88,30 @@ def test_gru_saturated_update_gate_keeps_state() -> None:
     torch.testing.assert_close(cell(torch.randn(1, 2, 4, 4), h), h)
 
 
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize(("kernel_size", "dilation"), [(1, 1), (3, 2)])
+@pytest.mark.parametrize("reset_before_conv", [False, True])
+def test_gru_inference_step_is_bit_identical_to_the_autograd_step(
+    reset_before_conv: bool, kernel_size: int, dilation: int, channels_last: bool
+) -> None:
+    # without autograd the cell skips the zero state's convolution and updates its gates in place: same bits
+    torch.manual_seed(0)
+    cell = ConvGRUCell(5, 8, kernel_size, dilation, reset_before_conv=reset_before_conv, reset_gate_bias=-1.0)
+    x = torch.randn(2, 5, 11, 13)
+    if channels_last:
+        cell = cell.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
+    h_grad = h_fast = None
+    for _ in range(4):
+        h_grad = cell(x, h_grad)
+        with torch.inference_mode():
+            h_fast = cell(x, h_fast)
+        assert torch.equal(h_grad.detach(), h_fast)
+        h_fast = h_grad.detach().clone()  # the next step from the same state (inference tensors stay apart)
+    h_grad.sum().backward()
+    assert all(p.grad is not None for p in cell.parameters())  # the zero state's convolution still gets a gradient
+
+
 def test_mgu_matches_hand_computation() -> None:
     torch.manual_seed(0)
     cell = ConvMGUCell(2, 3, kernel_size=3)
