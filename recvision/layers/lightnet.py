@@ -46,7 +46,10 @@ class HeadRMSNorm(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``x [..., H, D]`` -> ``[..., H, D]``."""
-        return F.rms_norm(x, (x.shape[-1],), eps=self.eps) * self.weight
+        y = F.rms_norm(x, (x.shape[-1],), eps=self.eps)
+        if torch.is_grad_enabled() or torch.result_type(y, self.weight) != y.dtype:
+            return y * self.weight
+        return y.mul_(self.weight)  # without autograd, into the norm's own output
 
 
 @register_notrace_module
@@ -76,7 +79,10 @@ class MDTPE(nn.Module):
         B, N, C = x.shape
         log_decay = F.logsigmoid(self.decay_logit.float())
         y = md_tpe(x.reshape(B, *grid, C), log_decay, causal=self.causal)  # [B, gh, gw, C]
-        y = y.reshape(B, N, self.num_heads, C // self.num_heads) * self.gain.view(1, 1, -1, 1)
+        y = y.reshape(B, N, self.num_heads, C // self.num_heads)
+        gain = self.gain.view(1, 1, -1, 1)
+        # without autograd the gain goes into the scan's own output
+        y = y * gain if torch.is_grad_enabled() or torch.result_type(y, gain) != y.dtype else y.mul_(gain)
         return self.proj(self.norm(y).reshape(B, N, C))
 
 
@@ -155,21 +161,24 @@ class LightNetMixer(nn.Module):
         key_dtype, dtype, mm = g.dtype, compute_dtype(g.dtype), matmul_dtype(g)
         weight = torch.softmax(g.to(dtype), dim=1)  # [B, N, H, D]: softmax over the tokens, per channel
         del g
+        # one [B, N, H, 2D] buffer holds the state's key weights and then the queries: a second allocation of this
+        # size after the smaller ones in between would rarely find the freed block whole again
+        buf = weight.new_empty(B, N, H, 2 * D)
         # the unit key md_lrpe_cosine(ones) is [cos φ, sin φ] rounded to the projections' dtype
-        w = weight.new_empty(B, N, H, 2 * D)
-        torch.mul(weight, cos.to(key_dtype), out=w[..., :D])
-        torch.mul(weight, sin.to(key_dtype), out=w[..., D:])
+        torch.mul(weight, cos.to(key_dtype), out=buf[..., :D])
+        torch.mul(weight, sin.to(key_dtype), out=buf[..., D:])
         del weight
-        state = global_additive_state(w, self.v_proj(x).view(shape), mm)  # [B, H, 2D, D]
-        del w
+        state = global_additive_state(buf, self.v_proj(x).view(shape), mm)  # [B, H, 2D, D]
 
         q = F.silu(self.q_proj(x), inplace=True).view(shape)
-        qf = torch.empty(B, N, H, 2 * D, dtype=torch.promote_types(q.dtype, cos.dtype), device=x.device)
-        torch.mul(q, cos, out=qf[..., :D])
-        torch.mul(q, sin, out=qf[..., D:])
+        if buf.dtype != torch.promote_types(q.dtype, cos.dtype):
+            buf = torch.empty(B, N, H, 2 * D, dtype=torch.promote_types(q.dtype, cos.dtype), device=x.device)
+        torch.mul(q, cos, out=buf[..., :D])
+        torch.mul(q, sin, out=buf[..., D:])
         del cos, sin
         # md_lrpe_cosine returns the queries in their own dtype, and the op scales them in its compute dtype
-        qf = qf.to(q.dtype).to(dtype)
+        qf = buf.to(q.dtype).to(dtype)
+        del buf
         if self.scale != 1.0:
             qf.mul_(self.scale)
         o = global_additive_readout(qf, state).to(q.dtype)
