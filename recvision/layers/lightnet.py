@@ -168,17 +168,23 @@ class LightNetMixer(nn.Module):
         torch.mul(weight, cos.to(key_dtype), out=buf[..., :D])
         torch.mul(weight, sin.to(key_dtype), out=buf[..., D:])
         del weight
+        if buf.dtype != mm:
+            # the product reads a copy in its own dtype anyway: make it now, so that the buffer is not alive beside it
+            buf = buf.to(mm)
         state = global_additive_state(buf, self.v_proj(x).view(shape), mm)  # [B, H, 2D, D]
 
         q = F.silu(self.q_proj(x), inplace=True).view(shape)
-        if buf.dtype != torch.promote_types(q.dtype, cos.dtype):
-            buf = torch.empty(B, N, H, 2 * D, dtype=torch.promote_types(q.dtype, cos.dtype), device=x.device)
+        query_dtype = torch.promote_types(q.dtype, cos.dtype)
+        if buf.dtype != query_dtype:
+            del buf
+            buf = torch.empty(B, N, H, 2 * D, dtype=query_dtype, device=x.device)
         torch.mul(q, cos, out=buf[..., :D])
         torch.mul(q, sin, out=buf[..., D:])
         del cos, sin
         # md_lrpe_cosine returns the queries in their own dtype, and the op scales them in its compute dtype
-        qf = buf.to(q.dtype).to(dtype)
+        qf = buf.to(q.dtype)
         del buf
+        qf = qf.to(dtype)
         if self.scale != 1.0:
             qf.mul_(self.scale)
         o = global_additive_readout(qf, state).to(q.dtype)
