@@ -22,12 +22,13 @@ from functools import partial
 from typing import Any
 
 import torch
-from timm.layers import LayerType, Mlp, PatchEmbed, get_act_layer, get_norm_layer
+from timm.layers import LayerType, PatchEmbed, get_act_layer, get_norm_layer
 from timm.models import generate_default_cfgs, named_apply, register_model
 from timm.models.vision_transformer import init_weights_vit_timm
 from torch import nn
 
 from ..layers.lightnet import MDTPE, LightNetMixer
+from ..layers.mlp import Mlp
 from ._common import (
     IsotropicClassifierMixin,
     build_backbone,

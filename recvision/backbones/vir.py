@@ -27,7 +27,6 @@ from typing import Any
 import torch
 from timm.layers import (
     LayerType,
-    Mlp,
     PatchEmbed,
     get_act_layer,
     get_norm_layer,
@@ -38,6 +37,7 @@ from timm.models import generate_default_cfgs, named_apply, register_model
 from timm.models.vision_transformer import init_weights_vit_timm
 from torch import nn
 
+from ..layers.mlp import Mlp
 from ..layers.retention import MultiHeadRetention, check_retention_mode
 from ._common import (
     IsotropicClassifierMixin,

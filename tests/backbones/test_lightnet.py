@@ -145,3 +145,20 @@ def test_registered_models_forward_at_default_size(name):
     with torch.inference_mode():
         out = model(torch.randn(1, 3, 224, 224))
     assert out.shape == (1, 10) and torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("causal", [False, True], ids=["global", "causal"])
+@pytest.mark.parametrize("bf16", [False, True], ids=["fp32", "bf16-autocast"])
+def test_forward_without_autograd_is_bitwise_the_autograd_forward(causal, bf16):
+    # without autograd the non-causal mixer, MD-TPE, the norms and the MLP take leaner paths (in-place, one
+    # [B, N, H, 2D] buffer); they must compute exactly what the autograd forward computes, bf16 included
+    model = make(causal=causal, img_size=(24, 40))
+    x = torch.randn(2, 3, 24, 40)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        ref = model(x)
+        with torch.no_grad():
+            lean = model(x)
+        with torch.inference_mode():
+            lean_inference = model(x)
+    assert ref.requires_grad
+    assert torch.equal(lean, ref.detach()) and torch.equal(lean_inference, ref.detach())

@@ -18,7 +18,14 @@ from collections.abc import Callable
 import pytest
 import torch
 
-from recvision.ops.additive import chunk_additive, chunk_additive_torch, global_additive, naive_recurrent_additive
+from recvision.ops.additive import (
+    chunk_additive,
+    chunk_additive_torch,
+    global_additive,
+    global_additive_readout,
+    global_additive_state,
+    naive_recurrent_additive,
+)
 from recvision.ops.utils import assert_close
 
 AdditiveFn = Callable[..., tuple[torch.Tensor, None]]
@@ -222,6 +229,19 @@ def test_non_causal_last_token_equals_causal_and_is_order_independent() -> None:
     # permuting the tokens that build the state changes nothing for a fixed query
     o_perm, _ = global_additive(q, k[:, perm], v[:, perm], g[:, perm])
     assert_close("o", o_glob, o_perm, 1e-13, atol=0.0)
+
+
+def test_non_causal_without_autograd_is_bitwise_and_leaves_inputs_alone() -> None:
+    # without autograd global_additive multiplies the key into its softmax in place; the inputs must not change
+    q, k, v, g = (x.float() for x in _inputs(2, 33, 3, 8, 6))
+    copies = [x.clone() for x in (q, k, v, g)]
+    ref, _ = global_additive(q, k, v, g, scale=0.3)
+    with torch.no_grad():
+        o, _ = global_additive(q, k, v, g, scale=0.3)
+        w = torch.softmax(g, dim=1) * k
+        split = global_additive_readout(q * 0.3, global_additive_state(w, v, torch.float32))
+    assert torch.equal(o, ref) and torch.equal(split, ref)
+    assert all(torch.equal(a, b) for a, b in zip((q, k, v, g), copies, strict=True))
 
 
 def test_non_causal_large_log_weights_float32() -> None:

@@ -15,7 +15,13 @@ from ...config import use_triton
 from ..utils.dtypes import autocast_off, matmul_dtype
 from .common import check_additive_inputs, upcast_inputs
 
-__all__ = ["chunk_additive", "chunk_additive_torch", "global_additive"]
+__all__ = [
+    "chunk_additive",
+    "chunk_additive_torch",
+    "global_additive",
+    "global_additive_readout",
+    "global_additive_state",
+]
 
 
 @torch.compiler.disable
@@ -95,13 +101,43 @@ def global_additive(
     qf, kf, vf, gf = upcast_inputs(q, k, v, g, scale)
     mm = matmul_dtype(q)
     w = torch.softmax(gf, dim=1)  # [B, T, H, K], sums to 1 over T (normalised in float32)
+    del gf
     if kf is not None:
-        w = w * kf
-    with autocast_off(q):
+        # w is this function's own tensor: without autograd it takes the key in place
+        w = w * kf if torch.is_grad_enabled() else w.mul_(kf)
+    state = global_additive_state(w, vf, mm)
+    del w, vf
+    return global_additive_readout(qf, state).to(q.dtype), None
+
+
+def global_additive_state(w: torch.Tensor, v: torch.Tensor, mm: torch.dtype) -> torch.Tensor:
+    """The normalised global state ``sum_t w_t^T v_t`` of :func:`global_additive`.
+
+    Args:
+        w: per-token key weights ``[B, T, H, K]``, ``softmax_t(g) ⊙ k`` (float32).
+        v: values ``[B, T, H, V]``.
+        mm: dtype of the product's operands (:func:`~recvision.ops.utils.dtypes.matmul_dtype` of the inputs).
+
+    Returns:
+        ``state [B, H, K, V]`` in ``mm``.
+    """
+    with autocast_off(w):
         # the sum over T of the state happens inside the product, which accumulates in float32
-        state = torch.einsum("bthk,bthv->bhkv", w.to(mm), vf.to(mm))
-        o = torch.einsum("bthk,bhkv->bthv", qf.to(mm), state)
-    return o.to(q.dtype), None
+        return torch.einsum("bthk,bthv->bhkv", w.to(mm), v.to(mm))
+
+
+def global_additive_readout(q: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
+    """Every token's read of the global state, ``o_t = q_t state``, as in :func:`global_additive`.
+
+    Args:
+        q: scaled queries ``[B, T, H, K]`` (float32).
+        state: ``[B, H, K, V]`` from :func:`global_additive_state`; its dtype is the product's.
+
+    Returns:
+        ``o [B, T, H, V]`` in ``state``'s dtype.
+    """
+    with autocast_off(q):
+        return torch.einsum("bthk,bhkv->bthv", q.to(state.dtype), state)
 
 
 def chunk_additive_torch(

@@ -91,7 +91,11 @@ def _axis_scan_torch(x: torch.Tensor, g: torch.Tensor, causal: bool, chunk_size:
     y = _causal_scan_chunked(x, g, chunk_size)
     if causal:
         return y
-    return y + _causal_scan_chunked(x.flip(1), g, chunk_size).flip(1) - x
+    backward = _causal_scan_chunked(x.flip(1), g, chunk_size).flip(1)
+    if torch.is_grad_enabled() or torch.result_type(y, x) != y.dtype:
+        return y + backward - x
+    # without autograd the sum goes into the scan's own output (the same operations in the same order)
+    return y.add_(backward).sub_(x)
 
 
 def md_tpe_torch(x: torch.Tensor, log_decay: torch.Tensor, causal: bool = False, chunk_size: int = 64) -> torch.Tensor:
@@ -122,4 +126,5 @@ def md_tpe_torch(x: torch.Tensor, log_decay: torch.Tensor, causal: bool = False,
     # along H: lines are (b, w)
     x_h = xf.transpose(1, 2).reshape(B * W, H, nh, D)
     y_h = _axis_scan_torch(x_h, g, causal, chunk_size).reshape(B, W, H, nh, D).transpose(1, 2)
-    return (y_w + y_h).reshape(B, H, W, C).to(x.dtype)
+    y = y_w + y_h if torch.is_grad_enabled() or torch.result_type(y_w, y_h) != y_w.dtype else y_w.add_(y_h)
+    return y.reshape(B, H, W, C).to(x.dtype)
