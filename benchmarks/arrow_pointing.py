@@ -91,16 +91,22 @@ INPUTS = {"ink": _ink, "normalized": _normalize}
 
 
 class ConvStem:
-    """Factory for the optional convolutional stem every model gets alike (``--stem-layers``)."""
+    """Factory for the optional convolutional stem every model gets alike (``--stem-layers``, ``--stem-norm``)."""
 
     @staticmethod
-    def build(layers: int, width: int):
+    def build(layers: int, width: int, norm: str = "none"):
         import torch.nn as nn
+        from timm.layers import LayerNorm2d
 
+        norms = {"none": None, "batch": nn.BatchNorm2d, "layer": LayerNorm2d}
+        norm_layer = norms[norm]
         convs: list[nn.Module] = []
         channels = 3
-        for _ in range(layers):  # 3x3 convolutions of stride 2, each followed by GELU: a local, shift-equivariant map
-            convs += [nn.Conv2d(channels, width, 3, stride=2, padding=1), nn.GELU()]
+        for _ in range(layers):  # 3x3 convolutions of stride 2 (+ norm), then GELU: a local, shift-equivariant map
+            convs.append(nn.Conv2d(channels, width, 3, stride=2, padding=1, bias=norm_layer is None))
+            if norm_layer is not None:
+                convs.append(norm_layer(width))
+            convs.append(nn.GELU())
             channels = width
         return nn.Sequential(*convs)
 
@@ -141,7 +147,7 @@ def build_model(family: str, args: argparse.Namespace):
         with torch.no_grad():
             pos_embed.normal_(0.0, args.pos_embed_std)
     if args.stem_layers:
-        model = nn.Sequential(ConvStem.build(args.stem_layers, args.stem_width), model)
+        model = nn.Sequential(ConvStem.build(args.stem_layers, args.stem_width, args.stem_norm), model)
     return model
 
 
@@ -171,8 +177,11 @@ def _accuracy(model, images, labels, transform, batch_size: int) -> float:
     return correct / len(labels)
 
 
-def run_one(family: str, seed: int, args: argparse.Namespace, log=None) -> dict[str, Any]:
-    """Train one model at ``args.train_size`` and test it at every ``args.test_sizes`` (in this process)."""
+def run_one(family: str, seed: int, args: argparse.Namespace, log=None, weights: Path | None = None) -> dict[str, Any]:
+    """Train one model at ``args.train_size`` and test it at every ``args.test_sizes`` (in this process).
+
+    With ``weights``, the trained model's ``state_dict`` is saved there (``torch.save``) before the tests.
+    """
     import torch
     from timm.optim import create_optimizer_v2
     from timm.scheduler import create_scheduler_v2
@@ -237,6 +246,8 @@ def run_one(family: str, seed: int, args: argparse.Namespace, log=None) -> dict[
             say(f"  step {step + 1}: train loss {train_loss:.3f}, val acc {100 * val_acc:.1f}%, "
                 f"{time.perf_counter() - start:.0f} s")  # fmt: skip
     train_s = time.perf_counter() - start
+    if weights is not None:
+        torch.save(model.state_dict(), weights)
     result = {
         "family": family, "model": MODELS[family][0], "seed": seed, "params": n_params, "steps": len(losses),
         "train_s": train_s, "s_per_step": train_s / len(losses), "render_s": render_s,
@@ -259,7 +270,8 @@ def _worker_main(argv: list[str]) -> None:
     log = None
     if args.worker_log:
         log = open(args.worker_log, "w")  # noqa: SIM115  (open for the whole run: progress lines as they come)
-    result = run_one(args.worker_family, args.worker_seed, args, log)
+    weights = Path(args.worker_log).with_suffix(".pt") if args.worker_log and args.save_weights else None
+    result = run_one(args.worker_family, args.worker_seed, args, log, weights)
     print(RESULT_PREFIX + json.dumps(result), flush=True)
 
 
@@ -282,8 +294,12 @@ def _launch(family: str, seed: int, argv: list[str], timeout: float, log: Path |
 
 
 # arguments that do not change what a run computes: a results file can be resumed with other values of these
-NOT_PROTOCOL = {"models", "seeds", "jobs", "timeout", "json", "threads", "device", "eval_batch_size", "worker_family",
-                "worker_seed", "worker_log"}  # fmt: skip
+NOT_PROTOCOL = {"models", "seeds", "jobs", "timeout", "json", "threads", "device", "eval_batch_size", "save_weights",
+                "worker_family", "worker_seed", "worker_log"}  # fmt: skip
+
+
+# arguments added after results files had been written: a saved protocol without one ran with the value given here
+ADDED_LATER = {"stem_norm": "none"}
 
 
 def protocol(args: argparse.Namespace) -> dict[str, Any]:
@@ -297,7 +313,7 @@ def load_finished(path: Path, args: argparse.Namespace) -> list[dict[str, Any]]:
         return []
     try:
         saved = json.loads(path.read_text())
-        saved_protocol, results = saved["protocol"], saved["results"]
+        saved_protocol, results = {**ADDED_LATER, **saved["protocol"]}, saved["results"]
     except (ValueError, KeyError, TypeError) as error:
         raise SystemExit(f"--json {path}: not a results file of this script ({error!r}); give another path") from None
     if saved_protocol != protocol(args):
@@ -392,6 +408,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="re-initialise every learned absolute position embedding as N(0, std^2) (0: the model's own init)",
     )  # fmt: skip
     p.add_argument("--stem-width", type=int, default=32, help="channels of the conv stem")
+    p.add_argument(
+        "--stem-norm", choices=["none", "batch", "layer"], default="none",
+        help="normalisation after each stem convolution: BatchNorm2d, a per-pixel LayerNorm over channels, or none",
+    )  # fmt: skip
     p.add_argument("--jobs", type=int, default=2, help="runs in parallel")
     p.add_argument("--timeout", type=float, default=7200, help="seconds per run before it is reported as failed")
     p.add_argument(
@@ -400,6 +420,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="results file: written after every run, and runs of the same protocol already in it are "
         "skipped (resume); learning curves go to <stem>.curves.csv, progress to <stem>.runs/",
     )
+    p.add_argument(
+        "--save-weights", action="store_true",
+        help="with --json: save each trained model's state_dict as <stem>.runs/<model>_seed<seed>.pt",
+    )  # fmt: skip
     p.add_argument("--worker-family", default=None, help=argparse.SUPPRESS)
     p.add_argument("--worker-seed", type=int, default=None, help=argparse.SUPPRESS)
     p.add_argument("--worker-log", default=None, help=argparse.SUPPRESS)
