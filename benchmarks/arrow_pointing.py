@@ -131,6 +131,9 @@ def build_model(family: str, args: argparse.Namespace):
     import recvision  # noqa: F401  (registers the backbones)
 
     name, extra = MODELS[family]
+    pool = {"plstm": args.plstm_pool, "vit": args.vit_pool}.get(family)
+    if pool is not None:
+        extra = {**extra, "global_pool": pool}
     if not timm.is_model(name):
         raise SystemExit(f"{family}: timm has no model {name!r} (is recvision up to date?)")
     if extra is None:  # a CNN: any input size as it is
@@ -299,7 +302,7 @@ NOT_PROTOCOL = {"models", "seeds", "jobs", "timeout", "json", "threads", "device
 
 
 # arguments added after results files had been written: a saved protocol without one ran with the value given here
-ADDED_LATER = {"stem_norm": "none"}
+ADDED_LATER = {"stem_norm": "none", "plstm_pool": "corners", "vit_pool": "token"}
 
 
 def protocol(args: argparse.Namespace) -> dict[str, Any]:
@@ -408,6 +411,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="re-initialise every learned absolute position embedding as N(0, std^2) (0: the model's own init)",
     )  # fmt: skip
     p.add_argument("--stem-width", type=int, default=32, help="channels of the conv stem")
+    p.add_argument(
+        "--plstm-pool", choices=["corners", "corners_avg", "avg"], default="corners",
+        help="pLSTM head: the four corner tokens concatenated (the paper's), their mean, or the mean of all tokens",
+    )  # fmt: skip
+    p.add_argument(
+        "--vit-pool", choices=["token", "avg"], default="token",
+        help="ViT head: the class token (timm's default) or the mean of the patch tokens",
+    )  # fmt: skip
     p.add_argument(
         "--stem-norm", choices=["none", "batch", "layer"], default="none",
         help="normalisation after each stem convolution: BatchNorm2d, a per-pixel LayerNorm over channels, or none",

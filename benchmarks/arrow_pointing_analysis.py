@@ -10,11 +10,14 @@ Two reports for the task of ``benchmarks/arrow_pointing.py`` (same geometry flag
 * ``errors``: a model saved by ``arrow_pointing.py --json RESULTS --save-weights`` is evaluated on the validation
   images; its error rate is split by the geometry (distance to the disc, radius, arrow length, angular margin to the
   disc's tangent, label), and optionally the first misclassified images are drawn to a PNG.
+* ``sensitivity``: for freshly initialised models, how strongly the output depends on each token cell (gradient
+  norm of the logit margin): a head that sees only a few cells has no gradient from the objects at the start.
 
 Usage::
 
     python benchmarks/arrow_pointing_analysis.py oracle --arrow-scale 2
     python benchmarks/arrow_pointing_analysis.py errors results/ape_cpu.json lightnet 0 --png errors.png
+    python benchmarks/arrow_pointing_analysis.py sensitivity -- --stem-norm batch --plstm-pool corners
 """
 
 from __future__ import annotations
@@ -129,6 +132,58 @@ def oracle_report(args: argparse.Namespace) -> str:
     return "\n".join(lines)
 
 
+def sensitivity_report(args: argparse.Namespace) -> str:
+    """How much each token cell of the stem's map moves the logit margin of a freshly initialised model.
+
+    The gradient norm of ``logit_1 - logit_0`` with respect to every cell of the map that the model's patch embedding
+    reads (the stem's output, or the image's patches without a stem), averaged over validation images and scaled so
+    that the largest cell is 1; and the share of the patch embedding's output (root mean square, before position
+    embeddings) that varies between images (the rest is the biases). The stem runs in training mode (a batch norm
+    normalises with the batch's statistics, as in the first update). A head whose output does not depend on most
+    cells at initialisation gets no gradient from the arrow and the disc until the layers below it have learnt to
+    carry them there.
+    """
+    import torch
+
+    from recvision.data import ArrowPointingDataset
+
+    run_args = ape.build_parser().parse_args(args.benchmark_args)
+    torch.set_num_threads(1)
+    dataset = ArrowPointingDataset(args.samples, run_args.train_size, ape.VAL_SEED, ape.task_geometry(run_args))
+    images, _ = ape._render(dataset, range(args.samples))
+    x = ape.INPUTS[run_args.input](images.float().div(255).expand(-1, 3, -1, -1))
+    lines = ["| model | head | image share of the embedded tokens | corner cells | other border cells | inner cells |",
+             "|---|---|---|---|---|---|"]  # fmt: skip
+    for family in args.models:
+        torch.manual_seed(0)
+        model = ape.build_model(family, run_args).eval()
+        stem, net = (model[0], model[1]) if run_args.stem_layers else (torch.nn.Identity(), model)
+        cells = stem.train()(x).detach()
+        if not run_args.stem_layers:  # no stem: one cell per patch, the gradient of the image summed over the patch
+            cells = x.clone()
+        with torch.no_grad():  # how much of the embedded tokens varies with the image
+            tokens = net.patch_embed(cells)
+            share = (tokens.std(0).pow(2).mean() / tokens.pow(2).mean()).sqrt().item()
+        cells.requires_grad_(True)
+        logits = net(cells)
+        (logits[:, 1] - logits[:, 0]).sum().backward()
+        grad = cells.grad.pow(2).sum(1)
+        if not run_args.stem_layers:
+            grad = torch.nn.functional.avg_pool2d(grad[:, None], run_args.patch_size)[:, 0]
+        grid = grad.sqrt().mean(0)
+        grid = grid / grid.max()
+        corner = torch.zeros_like(grid, dtype=torch.bool)
+        corner[[0, 0, -1, -1], [0, -1, 0, -1]] = True
+        border = torch.zeros_like(corner)
+        border[[0, -1], :] = True
+        border[:, [0, -1]] = True
+        head = {"plstm": run_args.plstm_pool, "vit": run_args.vit_pool}.get(family, "model default")
+
+        spans = [f"{grid[mask].min():.2f}-{grid[mask].max():.2f}" for mask in (corner, border & ~corner, ~border)]
+        lines.append(f"| {ape.MODELS[family][0]} | {head} | {share:.3f} | " + " | ".join(spans) + " |")
+    return "\n".join(lines)
+
+
 def _bins(name: str, values: np.ndarray, wrong: np.ndarray, edges) -> str:
     cells = []
     for low, high in zip(edges[:-1], edges[1:], strict=True):
@@ -213,8 +268,15 @@ def main(argv: list[str] | None = None) -> None:
     errors.add_argument("--image-size", type=int, default=0, help="0: the training size")
     errors.add_argument("--png", default=None, help="draw the first --show misclassified images here")
     errors.add_argument("--show", type=int, default=24)
+    sens = sub.add_parser("sensitivity", help="which token cells a freshly initialised model's output depends on")
+    sens.add_argument("--models", nargs="+", choices=list(ape.MODELS)[:4], default=list(ape.MODELS)[:4])
+    sens.add_argument("--samples", type=int, default=32)
+    sens.add_argument("benchmark_args", nargs=argparse.REMAINDER, help="arrow_pointing.py flags, after --")
     args = parser.parse_args(argv)
-    print(oracle_report(args) if args.report == "oracle" else errors_report(args))
+    if args.report == "sensitivity" and args.benchmark_args[:1] == ["--"]:
+        args.benchmark_args = args.benchmark_args[1:]
+    reports = {"oracle": oracle_report, "errors": errors_report, "sensitivity": sensitivity_report}
+    print(reports[args.report](args))
 
 
 if __name__ == "__main__":
