@@ -252,7 +252,7 @@ def errors_report(args: argparse.Namespace) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> str:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="report", required=True)
     oracle = sub.add_parser("oracle", help="label determinacy and oracle accuracies (geometry only)")
@@ -276,7 +276,9 @@ def main(argv: list[str] | None = None) -> None:
     if args.report == "sensitivity" and args.benchmark_args[:1] == ["--"]:
         args.benchmark_args = args.benchmark_args[1:]
     reports = {"oracle": oracle_report, "errors": errors_report, "sensitivity": sensitivity_report}
-    print(reports[args.report](args))
+    report = reports[args.report](args)
+    print(report)
+    return report
 
 
 if __name__ == "__main__":

@@ -140,3 +140,26 @@ def test_arrow_pointing_oracle_report() -> None:
     g = analysis.geometry(50, 64, 0, args)
     assert (analysis.ray_hits(*(g[k] for k in ("arrow_x", "arrow_y", "angle", "circle_x", "circle_y", "radius")))
             == (g["label"] == 1)).all()  # fmt: skip
+
+
+@pytest.mark.parametrize("family, flag, pool", [("plstm", "--plstm-pool", "avg"), ("vit", "--vit-pool", "avg")])
+def test_arrow_pointing_pool_flags(family: str, flag: str, pool: str) -> None:
+    module = _script()
+    default = module.build_model(family, module.build_parser().parse_args([]))[1]
+    assert default.global_pool == {"plstm": "corners", "vit": "token"}[family]  # the paper's / timm's head
+    model = module.build_model(family, module.build_parser().parse_args([flag, pool]))[1]
+    assert model.global_pool == pool
+
+
+def test_arrow_pointing_sensitivity_report() -> None:
+    """The paper's pLSTM corner head depends only on the corner cells at initialisation, the mean of all on all."""
+    spec = importlib.util.spec_from_file_location("arrow_pointing_analysis", ANALYSIS)
+    analysis = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(analysis)
+    rows = []
+    for pool in ("corners", "avg"):
+        report = analysis.main(["sensitivity", "--models", "plstm", "--samples", "4", "--", "--plstm-pool", pool])
+        rows.append(report.splitlines()[-1].split(" | "))
+    corners, avg = rows
+    assert corners[1] == "corners" and float(corners[4].split("-")[1]) < 0.05 and corners[3].endswith("1.00")
+    assert avg[1] == "avg" and float(avg[5].split("-")[0]) > 0.2
