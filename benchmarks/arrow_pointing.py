@@ -238,6 +238,8 @@ def run_one(family: str, seed: int, args: argparse.Namespace, log=None, weights:
             raise FloatingPointError(f"non-finite training loss {loss.item()} at step {step}")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        if args.clip_grad:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), args.clip_grad)
         optimizer.step()
         scheduler.step_update(num_updates=step + 1)
         losses.append(loss.item())
@@ -302,7 +304,7 @@ NOT_PROTOCOL = {"models", "seeds", "jobs", "timeout", "json", "threads", "device
 
 
 # arguments added after results files had been written: a saved protocol without one ran with the value given here
-ADDED_LATER = {"stem_norm": "none", "plstm_pool": "corners", "vit_pool": "token"}
+ADDED_LATER = {"stem_norm": "none", "plstm_pool": "corners", "vit_pool": "token", "clip_grad": 0.0}
 
 
 def protocol(args: argparse.Namespace) -> dict[str, Any]:
@@ -375,6 +377,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--weight-decay", type=float, default=0.05)
+    p.add_argument(
+        "--clip-grad", type=float, default=0.0,
+        help="clip the gradient's global norm to this before each update (the reference uses 1; 0: no clipping)",
+    )  # fmt: skip
     p.add_argument("--warmup", type=float, default=0.05, help="share of the steps with a linear warm-up")
     p.add_argument("--input", choices=list(INPUTS), default="ink", help="ink: 1 - image; normalized: (image - .5) / .5")
     p.add_argument("--train-size", type=int, default=64)

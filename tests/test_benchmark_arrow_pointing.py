@@ -115,17 +115,20 @@ def test_arrow_pointing_stem_norm(norm: str, layer: str | None) -> None:
 
 
 def test_arrow_pointing_results_without_later_arguments_resume(tmp_path: Path) -> None:
-    """A results file written before ``--stem-norm`` existed: it ran without a norm, and resumes only with none."""
+    """A results file written before ``--stem-norm``, the pool flags and ``--clip-grad`` existed resumes only with
+    the values it ran with (no norm, the models' own heads, no clipping)."""
     module = _script()
     out = tmp_path / "ape.json"
-    args = module.build_parser().parse_args([*TINY, "--stem-norm", "none"])
-    module.write_results(out, args, [])
+    old = [*TINY, "--stem-norm", "none", "--plstm-pool", "corners", "--vit-pool", "token", "--clip-grad", "0"]
+    module.write_results(out, module.build_parser().parse_args(old), [])
     saved = json.loads(out.read_text())
-    del saved["protocol"]["stem_norm"]
+    for key in module.ADDED_LATER:
+        del saved["protocol"][key]
     out.write_text(json.dumps(saved))
-    assert module.load_finished(out, args) == []
-    with pytest.raises(SystemExit, match="differs in: stem_norm"):
-        module.load_finished(out, module.build_parser().parse_args([*TINY, "--stem-norm", "batch"]))
+    assert module.load_finished(out, module.build_parser().parse_args(old)) == []
+    for flag, value, key in [("--stem-norm", "batch", "stem_norm"), ("--clip-grad", "1", "clip_grad")]:
+        with pytest.raises(SystemExit, match=f"differs in: {key}"):
+            module.load_finished(out, module.build_parser().parse_args([*old, flag, value]))
 
 
 def test_arrow_pointing_oracle_report() -> None:
