@@ -4,29 +4,39 @@ A CPU-sized version of the pLSTM paper's protocol (arXiv 2506.11997: train at 19
 models, 50 epochs of a fixed set of 100k images, batch 128, AdamW with warm-up and cosine, 5 seeds). Here all four
 families are built at the same "femto" size (width 64, depth 4, 2 heads) and get the same budget: ``--steps`` AdamW
 updates (default 2,000 of ``--batch-size`` 32 fresh images; lr ``--lr`` 1e-3, weight decay 0.05 except on 1-D
-parameters and biases, linear warm-up over the first ``--warmup`` = 5 % then cosine to lr / 100, via ``timm.optim``
-/ ``timm.scheduler``). The input is the "ink" image ``1 - image`` (objects 1, background 0) by default;
-``--input normalized`` gives the usual ``(image - 0.5) / 0.5``. Every ``--eval-every`` steps the run measures the
-accuracy on ``--val-samples`` held-out images: the learning curve, printed, saved in the JSON and as CSV.
+parameters and biases, the gradient's norm clipped to ``--clip-grad`` 1 as in the reference's optimizer config,
+linear warm-up over the first ``--warmup`` = 5 % then cosine to lr / 100, via ``timm.optim`` / ``timm.scheduler``).
+The input is the "ink" image ``1 - image`` (objects 1, background 0) by default; ``--input normalized`` gives the
+usual ``(image - 0.5) / 0.5``. Every ``--eval-every`` steps the run measures the accuracy on ``--val-samples``
+held-out images: the learning curve, printed, saved in the JSON and as CSV.
 
-The default protocol differs from a straight 1/3-scale copy of the paper in two stated ways (README, "APE"):
+The default protocol differs from a straight 1/3-scale copy of the paper in three stated ways (README, "APE"):
 
 * ``--arrow-scale 2``: arrows twice the reference's length and stroke width (10-20 px long, 1.3-2.7 px strokes, the
   head's strokes 4-8 px) on the 1/3-scale canvas and discs. At 1/3 scale the head is 2-4 px of sub-pixel strokes,
   and even a plain CNN that learns the task at 2x arrows did not leave the ``ln 2`` plateau in 800 updates at 1x.
-* ``--stem-layers 3``: the same convolutional stem in front of every model (three 3x3 stride-2 convolutions with
-  GELU, ``--stem-width`` 32 channels), then the model's patch embedding with patch ``--patch-size / 8`` = 1 on the
-  stem's map, so every model still sees 8x8 tokens at 64 px and 16x16 at 128 px. The stem is local and
-  shift-equivariant (15 px receptive field): it reads the arrow's direction, the models do the long-range part.
+* ``--stem-layers 3 --stem-norm batch``: the same convolutional stem in front of every model (three 3x3 stride-2
+  convolutions, each followed by BatchNorm and GELU, ``--stem-width`` 32 channels), then the model's patch embedding
+  with patch ``--patch-size / 8`` = 1 on the stem's map, so every model still sees 8x8 tokens at 64 px and 16x16 at
+  128 px. The stem is local and shift-equivariant (15 px receptive field): it reads the arrow's direction, the
+  models do the long-range part. Without the norm the image is 2-5 % of the embedded tokens at initialisation (the
+  rest is the convolutions' biases), and the models spend most of the budget amplifying it.
+* ``--plstm-pool avg``: pLSTM's head averages all tokens. The paper's head (``--plstm-pool corners``, the four
+  corner tokens concatenated) depends only on the four corner cells at initialisation
+  (``benchmarks/arrow_pointing_analysis.py sensitivity``), which never hold the arrow or the disc, so it has no
+  gradient from them until the recurrence has learnt to carry them there; it stayed at chance in this budget.
 
-``--arrow-scale 1 --stem-layers 0 --batch-size 64 --lr 2e-3`` is the earlier protocol (every model at chance after
-2,000 updates). ``--train-samples N`` trains on a fixed set of N images (seed 43 + run seed) as the paper does;
-``--pos-embed-std`` re-initialises the learned absolute position embeddings (ViT, ViR, pLSTM) for probes.
+``--stem-norm none --clip-grad 0 --plstm-pool corners`` is the first protocol with the stem (v1: ViR and LightNet
+~80 %, ViT and pLSTM 57-64 %, ``results/ape_cpu_v1.json``); ``--arrow-scale 1 --stem-layers 0 --batch-size 64
+--lr 2e-3 --clip-grad 0 --plstm-pool corners`` the one before it (every model at chance after 2,000 updates).
+``--train-samples N`` trains on a fixed set of N images (seed 43 + run seed) as the paper does; ``--pos-embed-std``
+re-initialises the learned absolute position embeddings (ViT, ViR, pLSTM) for probes.
 
-* ``plstm``: recvision's ``plstm_femto`` (the paper's head: the four corner tokens concatenated; 2 P/D pairs);
+* ``plstm``: recvision's ``plstm_femto`` (2 P/D pairs; the head: ``--plstm-pool``);
 * ``vir``: ``vir_femto`` (class token last, chunkwise retention);
 * ``lightnet``: ``lightnet_femto`` (MD-TPE + additive recurrence, average pooling);
-* ``vit``: timm's ``VisionTransformer`` (``vit_tiny_patch16_224`` with the femto dimensions, class token);
+* ``vit``: timm's ``VisionTransformer`` (``vit_tiny_patch16_224`` with the femto dimensions; the head:
+  ``--vit-pool``, the class token by default);
 * ``convnext``: an optional reference (``--models ... convnext``), not part of the comparison: timm's
   ``test_convnext`` (a 4-stage ConvNeXt of similar parameter count, no stem).
 
@@ -44,8 +54,9 @@ Usage::
     python benchmarks/arrow_pointing.py --json results/ape_cpu.json   # the README table: 4 models x 3 seeds
     # the paper's protocol (Tiny models, 192 -> 384 px, full geometry, 39k updates of 128) on one GPU:
     python benchmarks/arrow_pointing.py --device cuda --jobs 1 --scale 1 --arrow-scale 1 --stem-layers 0 \
-        --train-size 192 --test-sizes 192 384 --embed-dim 192 --depth 12 --heads 3 --patch-size 16 --steps 39000 \
-        --batch-size 128 --lr 1e-4 --train-samples 100000 --eval-every 1000 --seeds 0 1 2 3 4 --timeout 86400
+        --plstm-pool corners --train-size 192 --test-sizes 192 384 --embed-dim 192 --depth 12 --heads 3 \
+        --patch-size 16 --steps 39000 --batch-size 128 --lr 1e-4 --train-samples 100000 --eval-every 1000 \
+        --seeds 0 1 2 3 4 --timeout 86400
     python benchmarks/arrow_pointing.py --models vir vit --seeds 0 --steps 50 --test-samples 128   # smoke test
 """
 
@@ -68,8 +79,7 @@ sys.path.insert(1, str(Path(__file__).resolve().parents[1]))
 
 FEMTO = dict(embed_dim=64, depth=4, num_heads=2, patch_size=8)
 MODELS = {
-    # the paper's head (the four corner tokens concatenated); the op picks one 8x8 chunk at 64 px, 4x4 at 128 px
-    "plstm": ("plstm_femto", {"global_pool": "corners"}),
+    "plstm": ("plstm_femto", {}),  # the head is --plstm-pool's
     "vir": ("vir_femto", {}),
     "lightnet": ("lightnet_femto", {}),
     "vit": ("vit_tiny_patch16_224", {}),
@@ -378,7 +388,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--weight-decay", type=float, default=0.05)
     p.add_argument(
-        "--clip-grad", type=float, default=0.0,
+        "--clip-grad", type=float, default=1.0,
         help="clip the gradient's global norm to this before each update (the reference uses 1; 0: no clipping)",
     )  # fmt: skip
     p.add_argument("--warmup", type=float, default=0.05, help="share of the steps with a linear warm-up")
@@ -418,7 +428,7 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     p.add_argument("--stem-width", type=int, default=32, help="channels of the conv stem")
     p.add_argument(
-        "--plstm-pool", choices=["corners", "corners_avg", "avg"], default="corners",
+        "--plstm-pool", choices=["corners", "corners_avg", "avg"], default="avg",
         help="pLSTM head: the four corner tokens concatenated (the paper's), their mean, or the mean of all tokens",
     )  # fmt: skip
     p.add_argument(
@@ -426,7 +436,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="ViT head: the class token (timm's default) or the mean of the patch tokens",
     )  # fmt: skip
     p.add_argument(
-        "--stem-norm", choices=["none", "batch", "layer"], default="none",
+        "--stem-norm", choices=["none", "batch", "layer"], default="batch",
         help="normalisation after each stem convolution: BatchNorm2d, a per-pixel LayerNorm over channels, or none",
     )  # fmt: skip
     p.add_argument("--jobs", type=int, default=2, help="runs in parallel")

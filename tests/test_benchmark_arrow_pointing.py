@@ -145,11 +145,11 @@ def test_arrow_pointing_oracle_report() -> None:
             == (g["label"] == 1)).all()  # fmt: skip
 
 
-@pytest.mark.parametrize("family, flag, pool", [("plstm", "--plstm-pool", "avg"), ("vit", "--vit-pool", "avg")])
+@pytest.mark.parametrize("family, flag, pool", [("plstm", "--plstm-pool", "corners"), ("vit", "--vit-pool", "avg")])
 def test_arrow_pointing_pool_flags(family: str, flag: str, pool: str) -> None:
     module = _script()
     default = module.build_model(family, module.build_parser().parse_args([]))[1]
-    assert default.global_pool == {"plstm": "corners", "vit": "token"}[family]  # the paper's / timm's head
+    assert default.global_pool == {"plstm": "avg", "vit": "token"}[family]  # the protocol's heads
     model = module.build_model(family, module.build_parser().parse_args([flag, pool]))[1]
     assert model.global_pool == pool
 
