@@ -4,29 +4,39 @@ A CPU-sized version of the pLSTM paper's protocol (arXiv 2506.11997: train at 19
 models, 50 epochs of a fixed set of 100k images, batch 128, AdamW with warm-up and cosine, 5 seeds). Here all four
 families are built at the same "femto" size (width 64, depth 4, 2 heads) and get the same budget: ``--steps`` AdamW
 updates (default 2,000 of ``--batch-size`` 32 fresh images; lr ``--lr`` 1e-3, weight decay 0.05 except on 1-D
-parameters and biases, linear warm-up over the first ``--warmup`` = 5 % then cosine to lr / 100, via ``timm.optim``
-/ ``timm.scheduler``). The input is the "ink" image ``1 - image`` (objects 1, background 0) by default;
-``--input normalized`` gives the usual ``(image - 0.5) / 0.5``. Every ``--eval-every`` steps the run measures the
-accuracy on ``--val-samples`` held-out images: the learning curve, printed, saved in the JSON and as CSV.
+parameters and biases, the gradient's norm clipped to ``--clip-grad`` 1 as in the reference's optimizer config,
+linear warm-up over the first ``--warmup`` = 5 % then cosine to lr / 100, via ``timm.optim`` / ``timm.scheduler``).
+The input is the "ink" image ``1 - image`` (objects 1, background 0) by default; ``--input normalized`` gives the
+usual ``(image - 0.5) / 0.5``. Every ``--eval-every`` steps the run measures the accuracy on ``--val-samples``
+held-out images: the learning curve, printed, saved in the JSON and as CSV.
 
-The default protocol differs from a straight 1/3-scale copy of the paper in two stated ways (README, "APE"):
+The default protocol differs from a straight 1/3-scale copy of the paper in three stated ways (README, "APE"):
 
 * ``--arrow-scale 2``: arrows twice the reference's length and stroke width (10-20 px long, 1.3-2.7 px strokes, the
   head's strokes 4-8 px) on the 1/3-scale canvas and discs. At 1/3 scale the head is 2-4 px of sub-pixel strokes,
   and even a plain CNN that learns the task at 2x arrows did not leave the ``ln 2`` plateau in 800 updates at 1x.
-* ``--stem-layers 3``: the same convolutional stem in front of every model (three 3x3 stride-2 convolutions with
-  GELU, ``--stem-width`` 32 channels), then the model's patch embedding with patch ``--patch-size / 8`` = 1 on the
-  stem's map, so every model still sees 8x8 tokens at 64 px and 16x16 at 128 px. The stem is local and
-  shift-equivariant (15 px receptive field): it reads the arrow's direction, the models do the long-range part.
+* ``--stem-layers 3 --stem-norm batch``: the same convolutional stem in front of every model (three 3x3 stride-2
+  convolutions, each followed by BatchNorm and GELU, ``--stem-width`` 32 channels), then the model's patch embedding
+  with patch ``--patch-size / 8`` = 1 on the stem's map, so every model still sees 8x8 tokens at 64 px and 16x16 at
+  128 px. The stem is local and shift-equivariant (15 px receptive field): it reads the arrow's direction, the
+  models do the long-range part. Without the norm the image is 2-5 % of the embedded tokens at initialisation (the
+  rest is the convolutions' biases), and the models spend most of the budget amplifying it.
+* ``--plstm-pool avg``: pLSTM's head averages all tokens. The paper's head (``--plstm-pool corners``, the four
+  corner tokens concatenated) depends only on the four corner cells at initialisation
+  (``benchmarks/arrow_pointing_analysis.py sensitivity``), which never hold the arrow or the disc, so it has no
+  gradient from them until the recurrence has learnt to carry them there; it stayed at chance in this budget.
 
-``--arrow-scale 1 --stem-layers 0 --batch-size 64 --lr 2e-3`` is the earlier protocol (every model at chance after
-2,000 updates). ``--train-samples N`` trains on a fixed set of N images (seed 43 + run seed) as the paper does;
-``--pos-embed-std`` re-initialises the learned absolute position embeddings (ViT, ViR, pLSTM) for probes.
+``--stem-norm none --clip-grad 0 --plstm-pool corners`` is the first protocol with the stem (v1: ViR and LightNet
+~80 %, ViT and pLSTM 57-64 %, ``results/ape_cpu_v1.json``); ``--arrow-scale 1 --stem-layers 0 --batch-size 64
+--lr 2e-3 --clip-grad 0 --plstm-pool corners`` the one before it (every model at chance after 2,000 updates).
+``--train-samples N`` trains on a fixed set of N images (seed 43 + run seed) as the paper does; ``--pos-embed-std``
+re-initialises the learned absolute position embeddings (ViT, ViR, pLSTM) for probes.
 
-* ``plstm``: recvision's ``plstm_femto`` (the paper's head: the four corner tokens concatenated; 2 P/D pairs);
+* ``plstm``: recvision's ``plstm_femto`` (2 P/D pairs; the head: ``--plstm-pool``);
 * ``vir``: ``vir_femto`` (class token last, chunkwise retention);
 * ``lightnet``: ``lightnet_femto`` (MD-TPE + additive recurrence, average pooling);
-* ``vit``: timm's ``VisionTransformer`` (``vit_tiny_patch16_224`` with the femto dimensions, class token);
+* ``vit``: timm's ``VisionTransformer`` (``vit_tiny_patch16_224`` with the femto dimensions; the head:
+  ``--vit-pool``, the class token by default);
 * ``convnext``: an optional reference (``--models ... convnext``), not part of the comparison: timm's
   ``test_convnext`` (a 4-stage ConvNeXt of similar parameter count, no stem).
 
@@ -44,8 +54,9 @@ Usage::
     python benchmarks/arrow_pointing.py --json results/ape_cpu.json   # the README table: 4 models x 3 seeds
     # the paper's protocol (Tiny models, 192 -> 384 px, full geometry, 39k updates of 128) on one GPU:
     python benchmarks/arrow_pointing.py --device cuda --jobs 1 --scale 1 --arrow-scale 1 --stem-layers 0 \
-        --train-size 192 --test-sizes 192 384 --embed-dim 192 --depth 12 --heads 3 --patch-size 16 --steps 39000 \
-        --batch-size 128 --lr 1e-4 --train-samples 100000 --eval-every 1000 --seeds 0 1 2 3 4 --timeout 86400
+        --plstm-pool corners --train-size 192 --test-sizes 192 384 --embed-dim 192 --depth 12 --heads 3 \
+        --patch-size 16 --steps 39000 --batch-size 128 --lr 1e-4 --train-samples 100000 --eval-every 1000 \
+        --seeds 0 1 2 3 4 --timeout 86400
     python benchmarks/arrow_pointing.py --models vir vit --seeds 0 --steps 50 --test-samples 128   # smoke test
 """
 
@@ -68,8 +79,7 @@ sys.path.insert(1, str(Path(__file__).resolve().parents[1]))
 
 FEMTO = dict(embed_dim=64, depth=4, num_heads=2, patch_size=8)
 MODELS = {
-    # the paper's head (the four corner tokens concatenated); the op picks one 8x8 chunk at 64 px, 4x4 at 128 px
-    "plstm": ("plstm_femto", {"global_pool": "corners"}),
+    "plstm": ("plstm_femto", {}),  # the head is --plstm-pool's
     "vir": ("vir_femto", {}),
     "lightnet": ("lightnet_femto", {}),
     "vit": ("vit_tiny_patch16_224", {}),
@@ -91,16 +101,22 @@ INPUTS = {"ink": _ink, "normalized": _normalize}
 
 
 class ConvStem:
-    """Factory for the optional convolutional stem every model gets alike (``--stem-layers``)."""
+    """Factory for the optional convolutional stem every model gets alike (``--stem-layers``, ``--stem-norm``)."""
 
     @staticmethod
-    def build(layers: int, width: int):
+    def build(layers: int, width: int, norm: str = "none"):
         import torch.nn as nn
+        from timm.layers import LayerNorm2d
 
+        norms = {"none": None, "batch": nn.BatchNorm2d, "layer": LayerNorm2d}
+        norm_layer = norms[norm]
         convs: list[nn.Module] = []
         channels = 3
-        for _ in range(layers):  # 3x3 convolutions of stride 2, each followed by GELU: a local, shift-equivariant map
-            convs += [nn.Conv2d(channels, width, 3, stride=2, padding=1), nn.GELU()]
+        for _ in range(layers):  # 3x3 convolutions of stride 2 (+ norm), then GELU: a local, shift-equivariant map
+            convs.append(nn.Conv2d(channels, width, 3, stride=2, padding=1, bias=norm_layer is None))
+            if norm_layer is not None:
+                convs.append(norm_layer(width))
+            convs.append(nn.GELU())
             channels = width
         return nn.Sequential(*convs)
 
@@ -125,6 +141,9 @@ def build_model(family: str, args: argparse.Namespace):
     import recvision  # noqa: F401  (registers the backbones)
 
     name, extra = MODELS[family]
+    pool = {"plstm": args.plstm_pool, "vit": args.vit_pool}.get(family)
+    if pool is not None:
+        extra = {**extra, "global_pool": pool}
     if not timm.is_model(name):
         raise SystemExit(f"{family}: timm has no model {name!r} (is recvision up to date?)")
     if extra is None:  # a CNN: any input size as it is
@@ -141,7 +160,7 @@ def build_model(family: str, args: argparse.Namespace):
         with torch.no_grad():
             pos_embed.normal_(0.0, args.pos_embed_std)
     if args.stem_layers:
-        model = nn.Sequential(ConvStem.build(args.stem_layers, args.stem_width), model)
+        model = nn.Sequential(ConvStem.build(args.stem_layers, args.stem_width, args.stem_norm), model)
     return model
 
 
@@ -171,8 +190,11 @@ def _accuracy(model, images, labels, transform, batch_size: int) -> float:
     return correct / len(labels)
 
 
-def run_one(family: str, seed: int, args: argparse.Namespace, log=None) -> dict[str, Any]:
-    """Train one model at ``args.train_size`` and test it at every ``args.test_sizes`` (in this process)."""
+def run_one(family: str, seed: int, args: argparse.Namespace, log=None, weights: Path | None = None) -> dict[str, Any]:
+    """Train one model at ``args.train_size`` and test it at every ``args.test_sizes`` (in this process).
+
+    With ``weights``, the trained model's ``state_dict`` is saved there (``torch.save``) before the tests.
+    """
     import torch
     from timm.optim import create_optimizer_v2
     from timm.scheduler import create_scheduler_v2
@@ -226,6 +248,8 @@ def run_one(family: str, seed: int, args: argparse.Namespace, log=None) -> dict[
             raise FloatingPointError(f"non-finite training loss {loss.item()} at step {step}")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        if args.clip_grad:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), args.clip_grad)
         optimizer.step()
         scheduler.step_update(num_updates=step + 1)
         losses.append(loss.item())
@@ -237,6 +261,8 @@ def run_one(family: str, seed: int, args: argparse.Namespace, log=None) -> dict[
             say(f"  step {step + 1}: train loss {train_loss:.3f}, val acc {100 * val_acc:.1f}%, "
                 f"{time.perf_counter() - start:.0f} s")  # fmt: skip
     train_s = time.perf_counter() - start
+    if weights is not None:
+        torch.save(model.state_dict(), weights)
     result = {
         "family": family, "model": MODELS[family][0], "seed": seed, "params": n_params, "steps": len(losses),
         "train_s": train_s, "s_per_step": train_s / len(losses), "render_s": render_s,
@@ -259,7 +285,8 @@ def _worker_main(argv: list[str]) -> None:
     log = None
     if args.worker_log:
         log = open(args.worker_log, "w")  # noqa: SIM115  (open for the whole run: progress lines as they come)
-    result = run_one(args.worker_family, args.worker_seed, args, log)
+    weights = Path(args.worker_log).with_suffix(".pt") if args.worker_log and args.save_weights else None
+    result = run_one(args.worker_family, args.worker_seed, args, log, weights)
     print(RESULT_PREFIX + json.dumps(result), flush=True)
 
 
@@ -282,8 +309,12 @@ def _launch(family: str, seed: int, argv: list[str], timeout: float, log: Path |
 
 
 # arguments that do not change what a run computes: a results file can be resumed with other values of these
-NOT_PROTOCOL = {"models", "seeds", "jobs", "timeout", "json", "threads", "device", "eval_batch_size", "worker_family",
-                "worker_seed", "worker_log"}  # fmt: skip
+NOT_PROTOCOL = {"models", "seeds", "jobs", "timeout", "json", "threads", "device", "eval_batch_size", "save_weights",
+                "worker_family", "worker_seed", "worker_log"}  # fmt: skip
+
+
+# arguments added after results files had been written: a saved protocol without one ran with the value given here
+ADDED_LATER = {"stem_norm": "none", "plstm_pool": "corners", "vit_pool": "token", "clip_grad": 0.0}
 
 
 def protocol(args: argparse.Namespace) -> dict[str, Any]:
@@ -297,7 +328,7 @@ def load_finished(path: Path, args: argparse.Namespace) -> list[dict[str, Any]]:
         return []
     try:
         saved = json.loads(path.read_text())
-        saved_protocol, results = saved["protocol"], saved["results"]
+        saved_protocol, results = {**ADDED_LATER, **saved["protocol"]}, saved["results"]
     except (ValueError, KeyError, TypeError) as error:
         raise SystemExit(f"--json {path}: not a results file of this script ({error!r}); give another path") from None
     if saved_protocol != protocol(args):
@@ -356,6 +387,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--weight-decay", type=float, default=0.05)
+    p.add_argument(
+        "--clip-grad", type=float, default=1.0,
+        help="clip the gradient's global norm to this before each update (the reference uses 1; 0: no clipping)",
+    )  # fmt: skip
     p.add_argument("--warmup", type=float, default=0.05, help="share of the steps with a linear warm-up")
     p.add_argument("--input", choices=list(INPUTS), default="ink", help="ink: 1 - image; normalized: (image - .5) / .5")
     p.add_argument("--train-size", type=int, default=64)
@@ -392,6 +427,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="re-initialise every learned absolute position embedding as N(0, std^2) (0: the model's own init)",
     )  # fmt: skip
     p.add_argument("--stem-width", type=int, default=32, help="channels of the conv stem")
+    p.add_argument(
+        "--plstm-pool", choices=["corners", "corners_avg", "avg"], default="avg",
+        help="pLSTM head: the four corner tokens concatenated (the paper's), their mean, or the mean of all tokens",
+    )  # fmt: skip
+    p.add_argument(
+        "--vit-pool", choices=["token", "avg"], default="token",
+        help="ViT head: the class token (timm's default) or the mean of the patch tokens",
+    )  # fmt: skip
+    p.add_argument(
+        "--stem-norm", choices=["none", "batch", "layer"], default="batch",
+        help="normalisation after each stem convolution: BatchNorm2d, a per-pixel LayerNorm over channels, or none",
+    )  # fmt: skip
     p.add_argument("--jobs", type=int, default=2, help="runs in parallel")
     p.add_argument("--timeout", type=float, default=7200, help="seconds per run before it is reported as failed")
     p.add_argument(
@@ -400,6 +447,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="results file: written after every run, and runs of the same protocol already in it are "
         "skipped (resume); learning curves go to <stem>.curves.csv, progress to <stem>.runs/",
     )
+    p.add_argument(
+        "--save-weights", action="store_true",
+        help="with --json: save each trained model's state_dict as <stem>.runs/<model>_seed<seed>.pt",
+    )  # fmt: skip
     p.add_argument("--worker-family", default=None, help=argparse.SUPPRESS)
     p.add_argument("--worker-seed", type=int, default=None, help=argparse.SUPPRESS)
     p.add_argument("--worker-log", default=None, help=argparse.SUPPRESS)

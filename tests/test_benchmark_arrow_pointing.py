@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import importlib.util
 import json
 import subprocess
@@ -11,6 +12,7 @@ from pathlib import Path
 import pytest
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "arrow_pointing.py"
+ANALYSIS = SCRIPT.with_name("arrow_pointing_analysis.py")
 TINY = "--seeds 0 --steps 4 --batch-size 4 --val-samples 4 --eval-every 2 --test-samples 4 --eval-batch-size 4".split()
 
 
@@ -28,7 +30,8 @@ def _run(*argv: str, timeout: float = 300) -> subprocess.CompletedProcess:
 @pytest.mark.slow
 def test_arrow_pointing_benchmark_runs_and_resumes(tmp_path: Path) -> None:
     out = tmp_path / "ape.json"
-    argv = ["--models", "plstm", "vit", *TINY, "--stem-layers", "1", "--train-samples", "8", "--json", str(out)]
+    argv = ["--models", "plstm", "vit", *TINY, "--stem-layers", "1", "--train-samples", "8", "--json", str(out),
+            "--save-weights"]  # fmt: skip
     proc = _run(*argv)
     assert proc.returncode == 0, proc.stderr[-2000:]
     results = json.loads(out.read_text())["results"]
@@ -42,6 +45,10 @@ def test_arrow_pointing_benchmark_runs_and_resumes(tmp_path: Path) -> None:
     curves = out.with_suffix(".curves.csv").read_text().splitlines()
     assert curves[0] == "model,seed,step,train_loss,val_acc,seconds" and len(curves) == 1 + 2 * 2
     assert "test @128 px" in (tmp_path / "ape.runs" / "plstm_seed0.log").read_text()
+    assert (tmp_path / "ape.runs" / "vit_seed0.pt").is_file()
+    analysis = subprocess.run([sys.executable, str(ANALYSIS), "errors", str(out), "vit", "0", "--samples", "8"],
+                              capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert analysis.returncode == 0 and "error by arrow-disc distance" in analysis.stdout, analysis.stderr[-2000:]
     again = _run(*argv, timeout=60)  # both runs are in the JSON: nothing is trained again
     assert again.returncode == 0 and "2 runs already in" in again.stdout, again.stderr[-2000:]
     assert json.loads(out.read_text())["results"] == results
@@ -93,3 +100,69 @@ def test_arrow_pointing_benchmark_refuses_results_of_another_protocol(tmp_path: 
     out.write_text("not json")
     proc = _run(*TINY, "--json", str(out), timeout=120)
     assert proc.returncode != 0 and "not a results file of this script" in proc.stderr, proc.stderr
+
+
+@pytest.mark.parametrize("norm, layer", [("none", None), ("batch", "BatchNorm2d"), ("layer", "LayerNorm2d")])
+def test_arrow_pointing_stem_norm(norm: str, layer: str | None) -> None:
+    import torch
+
+    stem = _script().ConvStem.build(3, 8, norm)
+    names = [type(m).__name__ for m in stem]
+    assert names.count("Conv2d") == 3 and names.count("GELU") == 3
+    assert names.count(layer) == 3 if layer else len(names) == 6
+    assert all(conv.bias is None for conv in stem if isinstance(conv, torch.nn.Conv2d)) == (layer is not None)
+    assert stem(torch.zeros(2, 3, 64, 64)).shape == (2, 8, 8, 8)
+
+
+def test_arrow_pointing_results_without_later_arguments_resume(tmp_path: Path) -> None:
+    """A results file written before ``--stem-norm``, the pool flags and ``--clip-grad`` existed resumes only with
+    the values it ran with (no norm, the models' own heads, no clipping)."""
+    module = _script()
+    out = tmp_path / "ape.json"
+    old = [*TINY, "--stem-norm", "none", "--plstm-pool", "corners", "--vit-pool", "token", "--clip-grad", "0"]
+    module.write_results(out, module.build_parser().parse_args(old), [])
+    saved = json.loads(out.read_text())
+    for key in module.ADDED_LATER:
+        del saved["protocol"][key]
+    out.write_text(json.dumps(saved))
+    assert module.load_finished(out, module.build_parser().parse_args(old)) == []
+    for flag, value, key in [("--stem-norm", "batch", "stem_norm"), ("--clip-grad", "1", "clip_grad")]:
+        with pytest.raises(SystemExit, match=f"differs in: {key}"):
+            module.load_finished(out, module.build_parser().parse_args([*old, flag, value]))
+
+
+def test_arrow_pointing_oracle_report() -> None:
+    spec = importlib.util.spec_from_file_location("arrow_pointing_analysis", ANALYSIS)
+    analysis = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(analysis)
+    args = argparse.Namespace(samples=200, train_size=64, scale=1 / 3, arrow_scale=2.0)
+    report = analysis.oracle_report(args)
+    rows = {line.split(" | ")[0].strip("| "): line for line in report.splitlines() if line.startswith("| ")}
+    assert float(rows["angle + N(0, 2 deg)"].split(" | ")[1]) > 95  # nearly exact geometry: nearly always right
+    assert float(rows["direction reversed (head read as tail)"].split(" | ")[1]) < 55
+    g = analysis.geometry(50, 64, 0, args)
+    assert (analysis.ray_hits(*(g[k] for k in ("arrow_x", "arrow_y", "angle", "circle_x", "circle_y", "radius")))
+            == (g["label"] == 1)).all()  # fmt: skip
+
+
+@pytest.mark.parametrize("family, flag, pool", [("plstm", "--plstm-pool", "corners"), ("vit", "--vit-pool", "avg")])
+def test_arrow_pointing_pool_flags(family: str, flag: str, pool: str) -> None:
+    module = _script()
+    default = module.build_model(family, module.build_parser().parse_args([]))[1]
+    assert default.global_pool == {"plstm": "avg", "vit": "token"}[family]  # the protocol's heads
+    model = module.build_model(family, module.build_parser().parse_args([flag, pool]))[1]
+    assert model.global_pool == pool
+
+
+def test_arrow_pointing_sensitivity_report() -> None:
+    """The paper's pLSTM corner head depends only on the corner cells at initialisation, the mean of all on all."""
+    spec = importlib.util.spec_from_file_location("arrow_pointing_analysis", ANALYSIS)
+    analysis = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(analysis)
+    rows = []
+    for pool in ("corners", "avg"):
+        report = analysis.main(["sensitivity", "--models", "plstm", "--samples", "4", "--", "--plstm-pool", pool])
+        rows.append(report.splitlines()[-1].split(" | "))
+    corners, avg = rows
+    assert corners[1] == "corners" and float(corners[4].split("-")[1]) < 0.05 and corners[3].endswith("1.00")
+    assert avg[1] == "avg" and float(avg[5].split("-")[0]) > 0.2
