@@ -46,14 +46,21 @@ def test_precisions_and_bad_value():
         make_reconstructor("zero-filled", precision="bf16")
 
 
-@pytest.mark.parametrize("name", list(SMALL))
-def test_fp32_is_the_direct_call_bit_for_bit_in_the_models_layout(name):
+def _direct_and_via(name: str, **settings: object) -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor]:
+    """A small model of ``name``, its direct output on a fixed slice, and the output of ``make_reconstructor(model,
+    **settings)`` on the same slice (called after the direct one, as the reconstructor changes the model's layout)."""
     torch.manual_seed(0)
     model = create_model(name, **SMALL[name]).eval()
     kspace, mask, sens, _ = make_slice(batch=2, coils=3, size=32)
     with torch.inference_mode():
         direct = model(kspace, mask, sens)
-        via = make_reconstructor(model, precision="fp32", channels_last=False)(kspace, mask, sens)
+        via = make_reconstructor(model, **settings)(kspace, mask, sens)
+    return model, direct, via
+
+
+@pytest.mark.parametrize("name", list(SMALL))
+def test_fp32_is_the_direct_call_bit_for_bit_in_the_models_layout(name):
+    model, direct, via = _direct_and_via(name, precision="fp32", channels_last=False)
     assert torch.equal(direct, via)
     assert all(p.is_contiguous() for p in model.parameters())  # channels_last=False leaves the layout alone
 
@@ -61,12 +68,7 @@ def test_fp32_is_the_direct_call_bit_for_bit_in_the_models_layout(name):
 @pytest.mark.parametrize("name", list(SMALL))
 def test_fp32_channels_last_default_matches_the_direct_call(name):
     # channels-last (the default) sums each convolution in another order: the same result to float32 rounding
-    torch.manual_seed(0)
-    model = create_model(name, **SMALL[name]).eval()
-    kspace, mask, sens, _ = make_slice(batch=2, coils=3, size=32)
-    with torch.inference_mode():
-        direct = model(kspace, mask, sens)
-        via = make_reconstructor(model, precision="fp32")(kspace, mask, sens)
+    model, direct, via = _direct_and_via(name, precision="fp32")
     conv_weights = [m.weight for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
     assert all(w.is_contiguous(memory_format=torch.channels_last) for w in conv_weights)
     assert via.dtype == direct.dtype == torch.complex64
@@ -75,12 +77,7 @@ def test_fp32_channels_last_default_matches_the_direct_call(name):
 
 @pytest.mark.parametrize("name", list(SMALL))
 def test_bf16_close_to_fp32(name):
-    torch.manual_seed(0)
-    model = create_model(name, **SMALL[name]).eval()
-    kspace, mask, sens, _ = make_slice(batch=2, coils=3, size=32)
-    with torch.inference_mode():
-        ref = model(kspace, mask, sens)
-        out = make_reconstructor(model, precision="bf16")(kspace, mask, sens)
+    model, ref, out = _direct_and_via(name, precision="bf16")
     assert out.dtype == torch.complex64 and out.shape == ref.shape
     assert torch.isfinite(torch.view_as_real(out)).all()
     err = _rel_rms(out, ref)
