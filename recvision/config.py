@@ -14,6 +14,11 @@ The backend is one of
 The initial value comes from the ``RECVISION_BACKEND`` environment variable. No module of recvision imports Triton
 at import time: each op imports its Triton kernels on the first call that runs them, so the package works where
 Triton is not installed (macOS, Windows, CPU-only Linux).
+
+Separately, *native CPU kernels* (C sources compiled on first use, :mod:`recvision.ops.utils.native`) serve
+inference on CPU tensors where an op has one (the 2-D pLSTM forward). :func:`use_native` allows them in backend
+``"auto"`` only (``"torch"`` means the PyTorch implementations throughout) and while they are on: initially
+``RECVISION_NATIVE`` (``1``, the default, or ``0``), then :func:`set_native`.
 """
 
 from __future__ import annotations
@@ -29,9 +34,12 @@ __all__ = [
     "BACKENDS",
     "backend",
     "get_backend",
+    "native_enabled",
     "set_backend",
+    "set_native",
     "triton_available",
     "triton_usable",
+    "use_native",
     "use_triton",
 ]
 
@@ -45,6 +53,16 @@ def _check(name: str, value: str) -> str:
 
 
 _BACKEND = _check("RECVISION_BACKEND", os.environ.get("RECVISION_BACKEND", "auto").strip().lower() or "auto")
+
+
+def _native_from_env() -> bool:
+    value = os.environ.get("RECVISION_NATIVE", "1").strip().lower() or "1"
+    if value not in ("0", "1"):
+        raise ValueError(f"RECVISION_NATIVE must be 0 or 1, got {value!r}")
+    return value == "1"
+
+
+_NATIVE = _native_from_env()
 
 
 def triton_available() -> bool:
@@ -123,3 +141,23 @@ def use_triton(tensor: torch.Tensor, override: str | None = None) -> bool:
         _require_triton()
         return True
     return tensor.is_cuda and triton_available()
+
+
+def native_enabled() -> bool:
+    """Whether native CPU kernels may be used (built on first use; see :mod:`recvision.ops.utils.native`)."""
+    return _NATIVE
+
+
+def set_native(enabled: bool) -> None:
+    """Allow (``True``) or forbid (``False``) native CPU kernels for the rest of the process."""
+    global _NATIVE
+    if not isinstance(enabled, bool):
+        raise ValueError(f"set_native expects True or False, got {enabled!r}")
+    _NATIVE = enabled
+
+
+def use_native(tensor: torch.Tensor, override: str | None = None) -> bool:
+    """Whether an op called on ``tensor`` may run a native CPU kernel: a CPU tensor, backend ``"auto"`` (global or
+    ``override``) and native kernels on. The op still falls back to PyTorch where its kernel cannot be built."""
+    choice = get_backend() if override is None else _check("backend", override)
+    return choice == "auto" and tensor.device.type == "cpu" and _NATIVE

@@ -47,10 +47,12 @@ import torch.nn.functional as F
 from timm.models import register_notrace_module
 from torch import nn
 
-from ..config import use_triton
+from ..config import use_native, use_triton
 from ..ops.plstm2d import (
     chunk_plstm2d_torch,
     d_mode_gates,
+    fused_recurrent_available,
+    fused_recurrent_plstm2d,
     naive_plstm2d,
     orient,
     p_mode_gates,
@@ -73,7 +75,7 @@ __all__ = [
 ]
 
 PLSTM_MODES = ("P", "D")
-PLSTM_IMPLS = ("auto", "combined", "chunk", "parallel", "naive")
+PLSTM_IMPLS = ("auto", "fused", "combined", "chunk", "parallel", "naive")
 # impl="auto" on the CPU: grids of up to this many cells use the combined form (its G is [B, H, XY, XY]: 14 x 14
 # and 16 x 16 grids, where it is cheaper than four chunked recurrences and costs about the memory of ViT's attention
 # matrix); larger grids use the stacked chunked op with CPU_CHUNK_SIZE (8 x 8 chunks get their operators from the
@@ -302,6 +304,15 @@ class PLSTM2D(nn.Module):
         """``impl="auto"`` running the PyTorch forms on the CPU (not Triton: the global backend may force it)."""
         return self.impl == "auto" and x.device.type == "cpu" and not use_triton(x)
 
+    def _use_fused(self, x: torch.Tensor) -> bool:
+        if self.impl == "fused":
+            return True
+        if not (self._auto_on_cpu(x) and use_native(x)):
+            return False
+        if torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in self.parameters())):
+            return False  # the native kernel has no backward
+        return fused_recurrent_available() is None
+
     def _use_combined(self, x: torch.Tensor) -> bool:
         if self.impl == "combined":
             return True
@@ -354,6 +365,18 @@ class PLSTM2D(nn.Module):
             total = out if total is None else total + out
         return total
 
+    def _fused(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kinds: torch.Tensor) -> torch.Tensor:
+        """The four orientations in one call of the native CPU kernel (forward only); ``q, k, v [B, X, Y, H, D]``,
+        ``kinds [B, X, Y, K, 4, H]`` -> summed output ``[B, X, Y, H, D]``. The kernel walks the flipped axes
+        backwards, so the gates stay on the image grid and nothing is flipped."""
+        B, X, Y, H, _ = v.shape
+        per_kind = list(kinds.permute(3, 4, 0, 1, 2, 5).unbind(0))  # K x [4, B, X, Y, H]
+        # the direct term is shared by the orientations: counted once, in orientation 0
+        direct = torch.sigmoid(self.direct_bias).to(v.dtype).expand(B, X, Y, H)
+        direct = torch.stack([direct, *[direct.new_zeros(()).expand(B, X, Y, H)] * 3])
+        gates = self._cell_gates(per_kind, direct)
+        return fused_recurrent_plstm2d(q, k, v, **gates, orientations=(0, 1, 2, 3))
+
     def _combined(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kinds: torch.Tensor) -> torch.Tensor:
         """Sum of the four orientations as one gated attention-like product; ``q, k, v [B, X, Y, H, D]``, ``kinds
         [B, X, Y, K, 4, H]`` -> ``[B, X, Y, H, D]``.
@@ -386,6 +409,11 @@ class PLSTM2D(nn.Module):
         H, D = self.num_heads, self.head_dim
         q, k, v = self.qkv(x).view(B, X, Y, 3, H, D).unbind(3)
         kinds = self._gate_kinds(x)
-        out = self._combined(q, k, v, kinds) if self._use_combined(x) else self._stacked(q, k, v, kinds)
+        if self._use_fused(x):
+            out = self._fused(q, k, v, kinds)
+        elif self._use_combined(x):
+            out = self._combined(q, k, v, kinds)
+        else:
+            out = self._stacked(q, k, v, kinds)
         out = self.norm(out).reshape(B, X, Y, C)
         return self.proj(out)

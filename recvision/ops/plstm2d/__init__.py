@@ -8,12 +8,15 @@ directions. The maths is in ``README.md``.
 * ``naive.py``: :func:`naive_plstm2d`, the cell-by-cell reference;
 * ``parallel.py``: :func:`parallel_plstm2d`, the authors' one-chunk parallel form (a second reference);
 * ``chunk.py``: :func:`chunk_plstm2d` (dispatcher, also named :func:`plstm2d`) and :func:`chunk_plstm2d_torch`;
+* ``fused_recurrent.py``: :func:`fused_recurrent_plstm2d`, the forward on the CPU by a native C kernel
+  (``csrc/``, compiled on first use; no backward);
 * ``triton_chunk.py``: the Triton kernels of the chunk form, imported only on a Triton path;
 * ``gates.py``: the gate parametrisations and the four orientations.
 """
 
 from .chunk import DEFAULT_CHUNK_SIZE, chunk_plstm2d, chunk_plstm2d_torch, plstm2d
 from .common import GATE_NAMES
+from .fused_recurrent import fused_recurrent_available, fused_recurrent_plstm2d
 from .gates import d_mode_gates, orient, p_mode_gates, unorient
 from .naive import naive_plstm2d
 from .parallel import parallel_plstm2d
@@ -24,6 +27,8 @@ __all__ = [
     "chunk_plstm2d",
     "chunk_plstm2d_torch",
     "d_mode_gates",
+    "fused_recurrent_available",
+    "fused_recurrent_plstm2d",
     "naive_plstm2d",
     "orient",
     "p_mode_gates",
