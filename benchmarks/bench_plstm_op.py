@@ -1,5 +1,6 @@
-"""CPU benchmark of the 2-D pLSTM op: chunked wavefront (``chunk_plstm2d_torch``) against the one-chunk parallel form
-(``parallel_plstm2d``, the full ``(X Y) x (X Y)`` gating tensor per head).
+"""CPU benchmark of the 2-D pLSTM op in three forms: the chunked wavefront (``chunk_plstm2d_torch``), the one-chunk
+parallel form (``parallel_plstm2d``, the full ``(X Y) x (X Y)`` gating tensor per head) and the native C kernel
+(``fused_recurrent_plstm2d``, the recurrence cell by cell, forward only).
 
 Grids of 16x16, 32x32, 64x64 and 128x128 tokens by default; B=1, H=4, DK=DV=32, float32, P-mode gates bounded as
 in the paper (sigmoid source/mark/direct/orientation, tanh transition). Every (form, grid, pass) runs in a FRESH
@@ -14,15 +15,22 @@ and ``--repeats`` timed calls, and reports:
 
 ``--passes fwd`` times the forward under ``torch.inference_mode()``; ``fwd+bwd`` adds the backward of ``o.sum()``
 w.r.t. every input. The parallel form is skipped (with the memory it would need) where its gating tensor alone
-exceeds ``--max-parallel-gib``.
+exceeds ``--max-parallel-gib``. The fused form has no backward, so it is skipped for ``fwd+bwd`` without starting a
+worker, and it is skipped with the reason where ``fused_recurrent_available()`` says the kernel cannot be built or
+loaded (no C compiler, native kernels turned off).
+
+The table has, per form requested, its wall time, CPU time and peak extra memory and, for every form other than
+chunk (when chunk is requested), its speed-up over chunk (chunk time / form time: above 1x the form is faster), its
+CPU speed-up and its memory ratio (form peak / chunk peak).
 
 Workers use ``torch.set_num_threads(2)`` (``--threads``). With busy cores, waiting OpenMP threads spin, which
 inflates the CPU time of multi-threaded runs; ``--threads 1`` gives the cleanest CPU-time comparison.
 
 Usage (from the repository root)::
 
-    python benchmarks/bench_plstm_op.py                              # both forms, 16..128, forward only
+    python benchmarks/bench_plstm_op.py                              # all three forms, 16..128, forward only
     python benchmarks/bench_plstm_op.py --sides 64 --passes fwd fwd+bwd --json results/plstm_op.json
+    python benchmarks/bench_plstm_op.py --forms chunk fused --sides 32 64 128 256 --threads 1
 """
 
 from __future__ import annotations
@@ -43,7 +51,7 @@ from typing import Any
 
 from _measure import maxrss_mib, reset_peak_rss, status_kib
 
-FORMS = ("chunk", "parallel")
+FORMS = ("chunk", "parallel", "fused")
 PASSES = ("fwd", "fwd+bwd")
 RESULT_PREFIX = "BENCH_RESULT "
 
@@ -106,22 +114,39 @@ def run_worker(args: argparse.Namespace) -> dict[str, Any]:
     """Measure one (form, side, pass) in this process; returns the JSON-able result."""
     import torch
 
-    from recvision.ops.plstm2d import chunk_plstm2d_torch, parallel_plstm2d
+    from recvision.ops.plstm2d import (
+        chunk_plstm2d_torch,
+        fused_recurrent_available,
+        fused_recurrent_plstm2d,
+        parallel_plstm2d,
+    )
 
     torch.set_num_threads(args.threads)
     form, side, mode = args.worker
     side = int(side)
     result: dict[str, Any] = {"form": form, "side": side, "pass": mode}
+    if form == "fused":
+        # Checked (and the kernel built and loaded) before the RSS baseline, so neither the compiler run nor the
+        # shared library counts as memory of the calls; a missing kernel is a property of the machine, not a
+        # failure of the op, hence "skipped".
+        problem = fused_recurrent_available()
+        if problem is not None:
+            result.update(status="skipped", error=problem)
+            return result
     try:
         inputs = make_inputs(side, args.batch, args.heads, args.head_dim, requires_grad=mode == "fwd+bwd")
         if form == "chunk":
 
             def op() -> torch.Tensor:
                 return chunk_plstm2d_torch(**inputs, chunk_size=args.chunk_size)
-        else:
+        elif form == "parallel":
 
             def op() -> torch.Tensor:
                 return parallel_plstm2d(**inputs)
+        else:
+
+            def op() -> torch.Tensor:
+                return fused_recurrent_plstm2d(**inputs)
 
         def call() -> None:
             if mode == "fwd":
@@ -157,6 +182,8 @@ def run_worker(args: argparse.Namespace) -> dict[str, Any]:
 def spawn_worker(form: str, side: int, mode: str, args: argparse.Namespace) -> dict[str, Any]:
     """Run :func:`run_worker` in a fresh Python process and collect its result (or why there is none)."""
     base: dict[str, Any] = {"form": form, "side": side, "pass": mode}
+    if form == "fused" and mode != "fwd":
+        return {**base, "status": "skipped", "error": "forward only (no backward)"}
     if form == "parallel":
         need = parallel_gating_gib(side, args.batch, args.heads)
         if need > args.max_parallel_gib:
@@ -197,40 +224,41 @@ def _cell(result: dict[str, Any] | None, key: str, fmt: str) -> str:
 
 
 def _ratio(num: dict[str, Any] | None, den: dict[str, Any] | None, key: str) -> str:
+    """``num[key] / den[key]`` as ``"4.2x"``; below 1 with two significant digits, so that a form many times
+    slower than chunk does not print as ``"0.0x"``."""
     if num is None or den is None or num["status"] != "ok" or den["status"] != "ok" or den[key] <= 0:
         return "—"
-    return f"{num[key] / den[key]:.1f}x"
+    value = num[key] / den[key]
+    return f"{value:.1f}x" if value >= 1 else f"{value:.2g}x"
 
 
-def table(results: list[dict[str, Any]], sides: list[int], passes: list[str]) -> str:
-    """Markdown table: times, peak extra memory and parallel/chunk ratios, one row per (grid, pass)."""
+# (metric key, column label, number format, ratio label, whether the ratio is chunk / form rather than form / chunk)
+_METRICS = (
+    ("median_ms", "(ms)", ".1f", "speed-up", True),
+    ("cpu_ms", "CPU (ms)", ".1f", "CPU speed-up", True),
+    ("peak_extra_mib", "peak (MiB)", ".0f", "memory ratio", False),
+)
+
+
+def table(results: list[dict[str, Any]], sides: list[int], passes: list[str], forms: list[str]) -> str:
+    """Markdown table, one row per (grid, pass): per metric, each form's value, then each non-chunk form's ratio
+    to chunk (speed-ups are chunk / form, the memory ratio is form / chunk; no ratios without chunk)."""
     by_key = {(r["form"], r["side"], r["pass"]): r for r in results}
-    header = [
-        "grid",
-        "tokens",
-        "pass",
-        "chunk (ms)",
-        "parallel (ms)",
-        "speed-up",
-        "chunk CPU (ms)",
-        "parallel CPU (ms)",
-        "CPU speed-up",
-        "chunk peak (MiB)",
-        "parallel peak (MiB)",
-        "memory ratio",
-    ]
+    others = [form for form in forms if form != "chunk"] if "chunk" in forms else []
+    header = ["grid", "tokens", "pass"]
+    for _, label, _, ratio_label, _ in _METRICS:
+        header += [f"{form} {label}" for form in forms]
+        header += [f"{form} {ratio_label}" for form in others]
     lines = ["| " + " | ".join(header) + " |", "|" + "---:|" * len(header)]
     for side in sides:
         for mode in passes:
-            chunk, parallel = by_key.get(("chunk", side, mode)), by_key.get(("parallel", side, mode))
-            ms = {name: None if r is None or r["status"] != "ok" else r for name, r in (("c", chunk), ("p", parallel))}
+            cell = {form: by_key.get((form, side, mode)) for form in forms}
             row = [f"{side}x{side}", str(side * side), mode]
-            row += [_cell(chunk, "median_ms", ".1f"), _cell(parallel, "median_ms", ".1f")]
-            row += [_ratio(ms["p"], ms["c"], "median_ms")]
-            row += [_cell(chunk, "cpu_ms", ".1f"), _cell(parallel, "cpu_ms", ".1f")]
-            row += [_ratio(ms["p"], ms["c"], "cpu_ms")]
-            row += [_cell(chunk, "peak_extra_mib", ".0f"), _cell(parallel, "peak_extra_mib", ".0f")]
-            row += [_ratio(ms["p"], ms["c"], "peak_extra_mib")]
+            for key, _, fmt, _, chunk_over_form in _METRICS:
+                row += [_cell(cell[form], key, fmt) for form in forms]
+                for form in others:
+                    num, den = (cell["chunk"], cell[form]) if chunk_over_form else (cell[form], cell["chunk"])
+                    row.append(_ratio(num, den, key))
             lines.append("| " + " | ".join(row) + " |")
     notes = [r for r in results if r["status"] != "ok"]
     if notes:
@@ -287,10 +315,12 @@ def main(argv: list[str] | None = None) -> None:
         f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs (torch {torch.__version__})",
         flush=True,
     )
+    # Canonical order, duplicates dropped: the table's columns do not depend on how --forms was spelled.
+    forms = [form for form in FORMS if form in args.forms]
     results = []
     for side in args.sides:
         for mode in args.passes:
-            for form in args.forms:
+            for form in forms:
                 r = spawn_worker(form, side, mode, args)
                 if r["status"] == "ok":
                     r["median_ms"], r["cpu_ms"] = r["median_s"] * 1e3, r["cpu_median_s"] * 1e3
@@ -300,7 +330,7 @@ def main(argv: list[str] | None = None) -> None:
                     status = f"{r['median_ms']:.1f} ms (CPU {r['cpu_ms']:.1f} ms), {r['peak_extra_mib']:.0f} MiB"
                 print(f"  {form:8s} {side}x{side} {mode:7s}: {status}", file=sys.stderr, flush=True)
     print()
-    print(table(results, args.sides, args.passes))
+    print(table(results, args.sides, args.passes, forms))
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         meta = {

@@ -184,8 +184,9 @@ class PLSTMVision(IsotropicClassifierMixin, nn.Module):
             block_modes: pLSTM mode of block ``i`` is ``block_modes[i % len(block_modes)]`` (``"P"``/``"D"``).
             chirality: D-mode crossing, ``"L"`` or ``"R"``.
             pos_embed: learn an absolute 2-D position embedding.
-            plstm_impl: how the pLSTM layers run: ``"auto"``, ``"combined"``, ``"chunk"``, ``"parallel"`` or
-                ``"naive"`` (see :class:`~recvision.layers.plstm.PLSTM2D`; all give the same output).
+            plstm_impl: how the pLSTM layers run: ``"auto"``, ``"fused"`` (inference only), ``"combined"``,
+                ``"chunk"``, ``"parallel"`` or ``"naive"`` (see :class:`~recvision.layers.plstm.PLSTM2D`; all give the
+                same output up to float rounding).
             chunk_size: chunk side of the chunked op (``None``: the layer's default).
             gate_form: P-mode gate form: ``"split"`` (``(1 - o) S``, ``(1 - o) T`` on the down-going edge; the
                 default, which keeps existing checkpoints' outputs) or ``"complement"`` (``1 - o S``, ``1 - o T``,
@@ -270,7 +271,8 @@ class PLSTMVision(IsotropicClassifierMixin, nn.Module):
         return {"pos_embed"} if self.pos_embed is not None else set()
 
     def set_plstm_impl(self, impl: str) -> None:
-        """Switch every pLSTM layer to ``"auto"``, ``"combined"``, ``"chunk"``, ``"parallel"`` or ``"naive"``."""
+        """Switch every pLSTM layer to ``"auto"``, ``"fused"``, ``"combined"``, ``"chunk"``, ``"parallel"`` or
+        ``"naive"``."""
         self.plstm_impl = check_plstm_impl(impl)
         for block in self.blocks:
             block.plstm.impl = impl

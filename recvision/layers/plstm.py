@@ -21,20 +21,27 @@ Pöppel et al., "pLSTM: parallelizable Linear Source Transition Mark networks"
   0..3, so it repeats two orientations; here the four flips are the four distinct ones;
 * per-head RMSNorm (eps 1e-5) of the summed output, then the output projection (no bias).
 
-Own choices: the grid axis X is the image height (rows), Y the width. Two equivalent ways to run the four
+Own choices: the grid axis X is the image height (rows), Y the width. Three equivalent ways to run the four
 orientations (same parameters, same outputs up to float rounding, tested against a frozen copy of the first):
 
 * **stacked**: the four orientations stacked on the batch axis (flipped copies of q, k, v and the gates), one call
   of the op (chunked PyTorch, or Triton on CUDA), the four outputs flipped back and summed. Memory and time are
-  linear in the cells; used on CUDA and for large grids on the CPU, where the op is called per orientation and group
-  of :data:`CPU_HEADS_PER_CALL` heads so that its working memory stays a fraction of the stacked call's.
+  linear in the cells; used on CUDA and for training on large grids on the CPU, where the op is called per
+  orientation and group of :data:`CPU_HEADS_PER_CALL` heads so that its working memory stays a fraction of the
+  stacked call's.
 * **combined**: q, k and v are the same in every orientation, only the gates differ, so the sum of the four outputs
   is one attention-like product ``((q k^T) * G) v`` with ``G`` the sum of the four (flipped back) node-to-node
   gating matrices of the parallel form. ``G`` is built per orientation and head by one anti-diagonal scan over the
   grid (:func:`~recvision.ops.plstm2d.block_scan.scan_plstm2d_blocks` with one block holding the whole grid); it is
-  ``[B, H, XY, XY]``, quadratic in the cells, so this form serves small grids (``impl="auto"`` on the CPU up to
-  :data:`COMBINED_MAX_CELLS` cells, e.g. the 14 x 14 grid of a 224 px image at patch 16): one ``q k^T`` and one
-  product with ``v`` per head instead of four chunked recurrences with ``DK x DV`` edge states.
+  ``[B, H, XY, XY]``, quadratic in the cells, so this form serves training on small grids (``impl="auto"`` on the
+  CPU up to :data:`COMBINED_MAX_CELLS` cells, e.g. the 14 x 14 grid of a 224 px image at patch 16): one ``q k^T``
+  and one product with ``v`` per head instead of four chunked recurrences with ``DK x DV`` edge states.
+* **fused** (inference on the CPU): all four orientations in one call of the native kernel
+  :func:`~recvision.ops.plstm2d.fused_recurrent_plstm2d` (C, compiled on first use), which runs the recurrence cell
+  by cell with the edge states in cache and walks flipped axes backwards instead of flipping copies. It has no
+  backward, so ``impl="auto"`` takes it on the CPU whenever no gradient is needed (``torch.no_grad()``,
+  ``inference_mode()``, frozen parameters and input) and the kernel can be built, at every grid size; otherwise the
+  forms above.
 
 The gate projection and the P-mode orientation projection are run as one matmul (the block-diagonal gate weight
 expanded to a dense ``[C, kinds * 4 H]`` matrix), the parameters keep their block-diagonal layout.
@@ -153,10 +160,12 @@ class PLSTM2D(nn.Module):
                 group of gate heads); default ``4 * num_heads`` as in the reference, 1 = a dense projection.
             impl: how the recurrence is run: ``"auto"`` (where :func:`recvision.config.use_triton` picks Triton,
                 e.g. on CUDA, the stacked orientations through :func:`~recvision.ops.plstm2d.plstm2d`; on the CPU
-                otherwise the combined form for grids of up to :data:`COMBINED_MAX_CELLS` cells, else the stacked
-                chunked op), ``"combined"`` (always the combined
-                form), or the stacked orientations through one op: ``"chunk"``, ``"parallel"`` or ``"naive"`` (cell
-                by cell; for tests). All give the same output up to float rounding.
+                without gradients the fused native kernel where :func:`recvision.config.use_native` allows it and it
+                builds; on the CPU otherwise the combined form for grids of up to :data:`COMBINED_MAX_CELLS` cells,
+                else the stacked chunked op), ``"fused"`` (always the native kernel: inference only),
+                ``"combined"`` (always the combined form), or the stacked orientations through one op: ``"chunk"``,
+                ``"parallel"`` or ``"naive"`` (cell by cell; for tests). All give the same output up to float
+                rounding.
             chunk_size: chunk side of the chunked op (``None``: :data:`CPU_CHUNK_SIZE` for ``"auto"`` on the CPU,
                 else the op's default).
             gate_form: P-mode gate form, ``"split"`` (``source_d = (1 - o) S``, ``trans_d = (1 - o) T``; the

@@ -21,7 +21,7 @@ from timm_api_checks import (
 from recvision.backbones.plstm import PLSTMVision, checkpoint_filter_fn
 from recvision.config import backend
 from recvision.layers.plstm import COMBINED_MAX_CELLS, PLSTM2D
-from recvision.ops.plstm2d import p_mode_gates
+from recvision.ops.plstm2d import fused_recurrent_available, p_mode_gates
 from recvision.ops.plstm2d.block_scan import scan_plstm2d_blocks
 
 
@@ -55,6 +55,10 @@ def test_layer_ops_agree_on_odd_grid(mode, chirality):
     for impl, chunk_size in (("chunk", None), ("chunk", 2), ("parallel", None), ("auto", 4)):
         layer.impl, layer.chunk_size = impl, chunk_size
         torch.testing.assert_close(layer(x), ref, rtol=1e-10, atol=1e-10, msg=f"{impl} {chunk_size}")
+    if fused_recurrent_available() is None:  # the native forward (no backward: under no_grad)
+        layer.impl = "fused"
+        with torch.no_grad():
+            torch.testing.assert_close(layer(x), ref, rtol=1e-10, atol=1e-10, msg="fused")
 
 
 def _forward_and_grads(layer: PLSTM2D, x: torch.Tensor, fn) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -103,6 +107,23 @@ def test_layer_float32_auto_matches_frozen_reference(mode, grid):
         scale = want.abs().max().item()
         assert scale > 0, name
         torch.testing.assert_close(got, want, rtol=0, atol=2e-5 * scale, msg=name)
+
+
+@pytest.mark.skipif(fused_recurrent_available() is not None, reason=str(fused_recurrent_available()))
+@pytest.mark.parametrize("mode, chirality", [("P", "L"), ("D", "L"), ("D", "R")])
+def test_layer_fused_inference_matches_frozen_reference(mode, chirality):
+    """The native forward (what ``impl="auto"`` runs on the CPU without gradients) against the frozen copy of the
+    layer's old forward with the cell-by-cell op, float64 to 1e-10, on a grid above COMBINED_MAX_CELLS and on an odd
+    small one; under ``inference_mode`` and under ``no_grad`` with a model in eval mode."""
+    layer = randomize(PLSTM2D(32, 2, mode=mode, chirality=chirality).double()).eval()
+    for grid in ((5, 7), (17, 16)):
+        x = torch.randn(1, *grid, 32, dtype=torch.float64)
+        with torch.no_grad():
+            assert layer._use_fused(x)
+            ref = reference_plstm_forward(layer, x, op="naive")
+            torch.testing.assert_close(layer(x), ref, rtol=1e-10, atol=1e-10)
+        with torch.inference_mode():
+            torch.testing.assert_close(layer(x), ref, rtol=1e-10, atol=1e-10)
 
 
 @pytest.mark.parametrize("heads_per_call", [1, 3])
@@ -176,9 +197,11 @@ def test_gate_form_complement_in_layer_and_backbone():
     layer = randomize(PLSTM2D(32, 2, mode="P", impl="naive", gate_form="complement").double())
     x = torch.randn(2, 5, 7, 32, dtype=torch.float64)
     ref = layer(x)
-    for impl in ("combined", "auto", "chunk"):
+    for impl in ("combined", "auto", "chunk") + (("fused",) if fused_recurrent_available() is None else ()):
         layer.impl = impl
-        torch.testing.assert_close(layer(x), ref, rtol=1e-10, atol=1e-10, msg=impl)
+        with torch.set_grad_enabled(impl != "fused"):
+            torch.testing.assert_close(layer(x), ref, rtol=1e-10, atol=1e-10, msg=impl)
+    layer.impl = "auto"
     layer.gate_form = "split"
     assert (layer(x) - ref).abs().max() > 1e-3
     torch.testing.assert_close(layer(x), reference_plstm_forward(layer, x, op="naive"), rtol=1e-10, atol=1e-10)

@@ -228,3 +228,16 @@ def test_cache_dir_follows_the_environment(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     assert native.native_cache_dir() == tmp_path / "xdg" / "recvision" / "native"
     assert _KERNEL.source.is_file()  # the C source ships with the package
+
+
+def test_native_switch():
+    cpu = torch.zeros(1)
+    assert config.use_native(cpu) == config.native_enabled()
+    assert not config.use_native(cpu, "torch") and not config.use_native(torch.zeros(1, device="meta"))
+    with pytest.raises(ValueError, match="set_native expects True or False"):
+        config.set_native(1)
+    bad = {**os.environ, "RECVISION_NATIVE": "yes"}
+    done = subprocess.run(
+        [sys.executable, "-c", "import recvision.config"], capture_output=True, text=True, env=bad, timeout=300
+    )
+    assert done.returncode != 0 and "RECVISION_NATIVE must be 0 or 1, got 'yes'" in done.stderr
