@@ -224,12 +224,12 @@ def _cell(result: dict[str, Any] | None, key: str, fmt: str) -> str:
 
 
 def _ratio(num: dict[str, Any] | None, den: dict[str, Any] | None, key: str) -> str:
-    """``num[key] / den[key]`` as ``"4.2x"``; below 1 with two significant digits, so that a form many times
-    slower than chunk does not print as ``"0.0x"``."""
+    """``num[key] / den[key]`` as ``"4.2x"``; below 1 with two significant digits (``"0.80x"``, ``"0.012x"``), so
+    that a form many times slower than chunk does not print as ``"0.0x"``."""
     if num is None or den is None or num["status"] != "ok" or den["status"] != "ok" or den[key] <= 0:
         return "—"
     value = num[key] / den[key]
-    return f"{value:.1f}x" if value >= 1 else f"{value:.2g}x"
+    return f"{value:.1f}x" if value >= 1 else f"{value:#.2g}x"
 
 
 # (metric key, column label, number format, ratio label, whether the ratio is chunk / form rather than form / chunk)

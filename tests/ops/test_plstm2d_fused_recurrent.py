@@ -241,3 +241,17 @@ def test_native_switch():
         [sys.executable, "-c", "import recvision.config"], capture_output=True, text=True, env=bad, timeout=300
     )
     assert done.returncode != 0 and "RECVISION_NATIVE must be 0 or 1, got 'yes'" in done.stderr
+
+
+def test_a_failing_build_warns_once_and_falls_back(tmp_path, monkeypatch):
+    broken = tmp_path / "broken.c"
+    broken.write_text("this is not C\n")
+    kernel = native.NativeKernel(name="test_broken", source=broken, signatures={})
+    monkeypatch.setenv("RECVISION_CACHE_DIR", str(tmp_path / "cache"))
+    if native._compiler() is None:
+        pytest.skip("no C compiler")
+    with pytest.warns(RuntimeWarning, match="native kernel test_broken unavailable"):
+        assert native.load_native(kernel) is None
+    assert "failed on broken.c" in native.native_problem(kernel)
+    assert not list((tmp_path / "cache" / "native").glob("*"))  # no half-written library left behind
+    native._LOADED.pop("test_broken", None)

@@ -23,6 +23,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -50,6 +51,10 @@ class NativeKernel:
     name: str
     source: Path
     signatures: dict[str, tuple[list, object]] = field(default_factory=dict)
+
+
+class _NotBuildable(RuntimeError):
+    """This platform cannot build native kernels at all (no compiler, Windows): expected, so no warning."""
 
 
 _LOCK = threading.Lock()
@@ -111,10 +116,10 @@ def _library_path(kernel: NativeKernel, cc: str) -> Path:
 
 def _load(kernel: NativeKernel) -> ctypes.CDLL:
     if sys.platform.startswith("win"):
-        raise RuntimeError("native CPU kernels are not built on Windows")
+        raise _NotBuildable("native CPU kernels are not built on Windows")
     cc = _compiler()
     if cc is None:
-        raise RuntimeError("no C compiler found ($CC, cc, gcc or clang)")
+        raise _NotBuildable("no C compiler found ($CC, cc, gcc or clang)")
     path = _library_path(kernel, cc)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -145,7 +150,8 @@ def load_native(kernel: NativeKernel) -> ctypes.CDLL | None:
     """The compiled library of ``kernel`` (built on first use, then cached), or ``None`` if it cannot be had here.
 
     Returns ``None`` without trying when native kernels are off (:func:`recvision.config.native_enabled`). The
-    outcome of a build is remembered for the process: a failed build is not retried.
+    outcome of a build is remembered for the process: a failed build is not retried. A build that fails although
+    a compiler was found warns once (``RuntimeWarning``); a platform without a compiler falls back silently.
     """
     from ...config import native_enabled
 
@@ -158,6 +164,12 @@ def load_native(kernel: NativeKernel) -> ctypes.CDLL | None:
             except RuntimeError as err:
                 _LOADED[kernel.name] = None
                 _PROBLEMS[kernel.name] = str(err)
+                if not isinstance(err, _NotBuildable):
+                    warnings.warn(
+                        f"recvision: native kernel {kernel.name} unavailable ({err}); running the PyTorch forms",
+                        RuntimeWarning,
+                        stacklevel=2,
+                    )
         return _LOADED[kernel.name]
 
 
