@@ -318,6 +318,8 @@ class PLSTM2D(nn.Module):
             return True
         if not (self._auto_on_cpu(x) and use_native(x)):
             return False
+        if torch.jit.is_tracing() or torch.compiler.is_compiling() or torch.compiler.is_exporting():
+            return False  # the native kernel writes through raw pointers, which a trace or graph cannot record
         if torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in self.parameters())):
             return False  # the native kernel has no backward
         return fused_recurrent_available() is None

@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 
 import pytest
 import torch
@@ -248,10 +249,79 @@ def test_a_failing_build_warns_once_and_falls_back(tmp_path, monkeypatch):
     broken.write_text("this is not C\n")
     kernel = native.NativeKernel(name="test_broken", source=broken, signatures={})
     monkeypatch.setenv("RECVISION_CACHE_DIR", str(tmp_path / "cache"))
-    if native._compiler() is None:
+    if native._compiler_or_none() is None:
         pytest.skip("no C compiler")
     with pytest.warns(RuntimeWarning, match="native kernel test_broken unavailable"):
         assert native.load_native(kernel) is None
     assert "failed on broken.c" in native.native_problem(kernel)
     assert not list((tmp_path / "cache" / "native").glob("*"))  # no half-written library left behind
     native._LOADED.pop("test_broken", None)
+
+
+@needs_kernel
+def test_inputs_on_another_device_and_odd_orientation_types():
+    q, k, v, gates = _inputs(1, 3, 4, 2, 4, 4, 2)
+    for name in ("k", "v"):
+        args = {"q": q, "k": k, "v": v, name: torch.empty_like({"k": k, "v": v}[name], device="meta")}
+        with pytest.raises(ValueError, match=f"runs on dense CPU tensors; got {name} on meta"):
+            fused_recurrent_plstm2d(**args, **gates, orientations=(0, 1))
+    with pytest.raises(ValueError, match="gate mark_l is on meta but q is on cpu"):
+        fused_recurrent_plstm2d(q, k, v, **{**gates, "mark_l": gates["mark_l"].to("meta")}, orientations=(0, 1))
+    numpy_codes = torch.tensor([0, 3]).numpy()
+    out = fused_recurrent_plstm2d(q, k, v, **gates, orientations=list(numpy_codes))
+    _close(_reference(q, k, v, gates, (0, 3)), out, RATIO[torch.float64])
+    for bad in ((True, 1), 3, (0.0, 1)):
+        with pytest.raises(ValueError, match="orientations must be values in 0..3"):
+            fused_recurrent_plstm2d(q, k, v, **gates, orientations=bad)
+    with pytest.raises(ValueError, match="q must be a tensor"):
+        fused_recurrent_plstm2d(None, k, v, **gates, orientations=(0, 1))
+
+
+@needs_kernel
+@pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning", "ignore::FutureWarning")
+def test_traced_model_does_not_bake_in_the_kernel_output():
+    """``torch.jit.trace`` and ``torch.export`` cannot see what the kernel writes, so the layer runs a PyTorch form
+    while tracing: the traced and the exported model must follow a new input."""
+    torch.manual_seed(0)
+    layer = PLSTM2D(32, 2).eval()
+    with torch.no_grad():
+        layer.gate_weight.normal_(0, 0.3)
+        layer.orientation_weight.normal_(0, 5)
+        x, x2 = torch.randn(1, 9, 7, 32), torch.randn(1, 9, 7, 32)
+        traced = torch.jit.trace(layer, x, check_trace=False)
+        _close(layer(x2).double(), traced(x2).double(), RATIO[torch.float32])
+        exported = torch.export.export(layer, (x,)).module()
+        _close(layer(x2).double(), exported(x2).double(), RATIO[torch.float32])
+        with pytest.raises(RuntimeError, match="cannot be traced or compiled"):
+            torch.jit.trace(lambda q: fused_recurrent_plstm2d(q, q, q, *[q[..., 0]] * 9), torch.randn(1, 2, 2, 1, 2))
+
+
+def test_untrusted_or_read_only_cache_builds_privately(tmp_path, monkeypatch):
+    """A cache folder others can write to is not used (the library is code): the kernel is built in a private
+    temporary folder, which is removed, and nothing is written to the shared folder."""
+    if native._compiler_or_none() is None:
+        pytest.skip("no C compiler")
+    shared = tmp_path / "shared"
+    (shared / "native").mkdir(parents=True)
+    (shared / "native").chmod(0o777)
+    monkeypatch.setenv("RECVISION_CACHE_DIR", str(shared))
+    monkeypatch.setattr(native, "_LOADED", {})
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "private"))
+    (tmp_path / "private").mkdir()
+    assert native.load_native(_KERNEL) is not None
+    assert not list((shared / "native").iterdir())
+    assert not list((tmp_path / "private").iterdir())  # the private build folder is gone again
+
+
+def test_compiler_problems_are_one_line(tmp_path, monkeypatch):
+    monkeypatch.setenv("CC", "no-such-compiler-xyz --flag")
+    with pytest.raises(RuntimeError, match=r"the compiler in \$CC \('no-such-compiler-xyz --flag'\) is not found"):
+        native._compiler()
+    failing = tmp_path / "fakecc"
+    failing.write_text("#!/bin/sh\necho 'warning: noise' >&2\necho 'fatal error: broken' \nexit 3\n")
+    failing.chmod(0o755)
+    monkeypatch.setenv("CC", str(failing))
+    broken = native.NativeKernel(name="test_fakecc", source=_KERNEL.source, signatures={})
+    with pytest.raises(RuntimeError, match=r"fakecc failed on fused_recurrent.c \(exit code 3\): fatal error: broken"):
+        native._build(broken, native._compiler(), tmp_path / "x.so")
+    assert not (tmp_path / "x.so").exists()

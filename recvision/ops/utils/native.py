@@ -5,7 +5,9 @@ PyTorch headers), so that building it takes a second with the system's C compile
 library is cached under ``$RECVISION_CACHE_DIR`` (default ``$XDG_CACHE_HOME/recvision`` or ``~/.cache/recvision``),
 in ``native/<name>-<hash>.so``; the hash covers the source, the compiler and its version, the flags and the platform,
 so an edited source or another compiler builds a new file. Builds are written atomically (a temporary beside the
-target, then a rename), so concurrent first uses never load a half-written library.
+target, then a rename), so concurrent first uses never load a half-written library. A library is code: it is loaded
+from the cache only if the folder (created ``0700``) and the file are owned by the user and writable by nobody else;
+otherwise (a shared or read-only cache) each process builds into a private temporary folder.
 
 Where no C compiler is found (``$CC``, ``cc``, ``gcc`` or ``clang``), on Windows, when the build fails, or when
 :func:`recvision.config.set_native` turned native kernels off (initially ``RECVISION_NATIVE=0``), :func:`load_native`
@@ -18,7 +20,9 @@ import ctypes
 import hashlib
 import os
 import platform
+import shlex
 import shutil
+import stat
 import subprocess
 import sys
 import tempfile
@@ -31,9 +35,10 @@ from ...utils.atomic import atomic_write
 
 __all__ = ["NativeKernel", "load_native", "native_cache_dir", "native_problem"]
 
-# -O3 vectorises the kernels' inner loops; no -ffast-math (it would change rounding and NaN handling) and no
-# -march=native (a cached library must run on every CPU that shares the cache; the sources select instruction sets
-# per function where the compiler supports it)
+# -O3 vectorises the kernels' inner loops; no -ffast-math (no reassociation, NaN and inf handled as in PyTorch; the
+# compiler may still fuse a multiply and an add into one FMA where the CPU has it) and no -march=native (a cached
+# library must run on every CPU that shares the cache; the sources select instruction sets per function where the
+# compiler supports it)
 _FLAGS = ("-O3", "-std=gnu11", "-shared", "-fPIC", "-pthread")
 _COMPILE_TIMEOUT_S = 300
 
@@ -72,76 +77,120 @@ def native_cache_dir() -> Path:
     return Path(root) / "native"
 
 
-def _compiler() -> str | None:
-    for candidate in (os.environ.get("CC"), "cc", "gcc", "clang"):
-        if candidate:
-            found = shutil.which(candidate)
-            if found:
-                return found
-    return None
+def _compiler() -> list[str]:
+    """The compiler command: ``$CC`` (split like a shell word list, e.g. ``ccache gcc``) if set, else the first of
+    ``cc``, ``gcc``, ``clang`` on the ``PATH``."""
+    env = os.environ.get("CC", "").strip()
+    if env:
+        cmd = shlex.split(env)
+        found = shutil.which(cmd[0])
+        if found is None:
+            raise RuntimeError(f"the compiler in $CC ({env!r}) is not found")
+        return [found, *cmd[1:]]
+    for candidate in ("cc", "gcc", "clang"):
+        found = shutil.which(candidate)
+        if found:
+            return [found]
+    raise _NotBuildable("no C compiler found ($CC, cc, gcc or clang)")
 
 
-def _compiler_version(cc: str) -> str:
+def _compiler_or_none() -> list[str] | None:
+    """:func:`_compiler`, or ``None`` where there is none (for tests and messages)."""
     try:
-        done = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=30, check=False)
+        return _compiler()
+    except RuntimeError:
+        return None
+
+
+def _compiler_version(cc: list[str]) -> str:
+    try:
+        done = subprocess.run([*cc, "--version"], capture_output=True, text=True, timeout=30, check=False)
     except (OSError, subprocess.SubprocessError):
         return ""
     return done.stdout.strip().splitlines()[0] if done.stdout.strip() else ""
 
 
-def _build(kernel: NativeKernel, cc: str, target: Path) -> None:
+def _build(kernel: NativeKernel, cc: list[str], target: Path) -> None:
     """Compile ``kernel`` into ``target`` (atomically); raises ``RuntimeError`` with the compiler's first error."""
+    name = Path(cc[0]).name
 
     def compile_to(tmp: str) -> None:
-        cmd = [cc, *_FLAGS, str(kernel.source), "-o", tmp]
+        cmd = [*cc, *_FLAGS, str(kernel.source), "-o", tmp]
         try:
             done = subprocess.run(cmd, capture_output=True, text=True, timeout=_COMPILE_TIMEOUT_S, check=False)
         except (OSError, subprocess.SubprocessError) as err:
-            raise RuntimeError(f"{cc} could not be run: {err}") from None
+            raise RuntimeError(f"{name} could not be run: {err}") from None
         if done.returncode != 0:
-            lines = [line for line in (done.stderr or done.stdout).splitlines() if "error" in line.lower()]
-            first = lines[0] if lines else (done.stderr or done.stdout).strip()[:200]
-            raise RuntimeError(f"{Path(cc).name} failed on {kernel.source.name}: {first}")
+            output = f"{done.stderr}\n{done.stdout}"
+            errors = [line.strip() for line in output.splitlines() if "error" in line.lower()]
+            first = errors[0] if errors else " ".join(output.split())[:200] or "no message"
+            raise RuntimeError(f"{name} failed on {kernel.source.name} (exit code {done.returncode}): {first}")
 
     atomic_write(target, compile_to, suffix=".so")
+    # only the owner may change a library this process will execute (atomic_write applies the umask)
+    os.chmod(target, 0o644)
 
 
-def _library_path(kernel: NativeKernel, cc: str) -> Path:
+def _library_name(kernel: NativeKernel, cc: list[str]) -> str:
     digest = hashlib.sha256()
     digest.update(kernel.source.read_bytes())
-    for part in (cc, _compiler_version(cc), " ".join(_FLAGS), sys.platform, platform.machine()):
+    for part in (" ".join(cc), _compiler_version(cc), " ".join(_FLAGS), sys.platform, platform.machine()):
         digest.update(b"\0" + part.encode())
-    return native_cache_dir() / f"{kernel.name}-{digest.hexdigest()[:16]}.so"
+    return f"{kernel.name}-{digest.hexdigest()[:16]}.so"
+
+
+def _trusted(path: Path) -> bool:
+    """Whether only this user can change ``path``: owned by us and not writable by group or others. A shared
+    library is code, so it is loaded only from a file and a folder that pass this check."""
+    try:
+        st = path.stat()
+    except OSError:
+        return False
+    return st.st_uid == os.getuid() and not st.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+
+
+def _open(path: Path) -> ctypes.CDLL:
+    try:
+        return ctypes.CDLL(str(path))
+    except OSError as err:
+        raise RuntimeError(f"the compiled kernel {path} cannot be loaded: {err}") from None
 
 
 def _load(kernel: NativeKernel) -> ctypes.CDLL:
     if sys.platform.startswith("win"):
         raise _NotBuildable("native CPU kernels are not built on Windows")
     cc = _compiler()
-    if cc is None:
-        raise _NotBuildable("no C compiler found ($CC, cc, gcc or clang)")
-    path = _library_path(kernel, cc)
+    folder = native_cache_dir()
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        writable = os.access(path.parent, os.W_OK)
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
     except OSError:
-        writable = False
-    if not writable:
-        # a read-only home: build into a folder of this process
-        path = Path(tempfile.mkdtemp(prefix="recvision-native-")) / path.name
-    for attempt in range(2):
-        if not path.exists():
+        pass  # a read-only home: checked below
+    path = folder / _library_name(kernel, cc)
+    lib = None
+    if _trusted(folder):
+        if path.exists() and _trusted(path):
+            try:
+                lib = _open(path)
+            except RuntimeError:
+                # a damaged cached file (e.g. from a full disk): rebuilt below if the folder is writable
+                path.unlink(missing_ok=True)
+        if lib is None and os.access(folder, os.W_OK):
             _build(kernel, cc, path)
+            lib = _open(path)
+    if lib is None:
+        # no usable cache (read-only, or a folder others can write to): build in a private folder of this process;
+        # the library stays mapped after its file is removed
+        private = Path(tempfile.mkdtemp(prefix="recvision-native-"))
         try:
-            lib = ctypes.CDLL(str(path))
-            break
-        except OSError:
-            # a damaged cached file (e.g. from a full disk): rebuild it once
-            if attempt:
-                raise RuntimeError(f"the compiled kernel {path} cannot be loaded") from None
-            path.unlink(missing_ok=True)
+            _build(kernel, cc, private / path.name)
+            lib = _open(private / path.name)
+        finally:
+            shutil.rmtree(private, ignore_errors=True)
     for symbol, (argtypes, restype) in kernel.signatures.items():
-        fn = getattr(lib, symbol)
+        try:
+            fn = getattr(lib, symbol)
+        except AttributeError:
+            raise RuntimeError(f"the compiled kernel {path.name} has no symbol {symbol}") from None
         fn.argtypes, fn.restype = argtypes, restype
     return lib
 
@@ -157,11 +206,13 @@ def load_native(kernel: NativeKernel) -> ctypes.CDLL | None:
 
     if not native_enabled():
         return None
+    if kernel.name in _LOADED:  # the common case: no lock once the outcome is known
+        return _LOADED[kernel.name]
     with _LOCK:
         if kernel.name not in _LOADED:
             try:
                 _LOADED[kernel.name] = _load(kernel)
-            except RuntimeError as err:
+            except (RuntimeError, OSError) as err:
                 _LOADED[kernel.name] = None
                 _PROBLEMS[kernel.name] = str(err)
                 if not isinstance(err, _NotBuildable):

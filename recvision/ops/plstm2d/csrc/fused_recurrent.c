@@ -14,14 +14,15 @@
  *
  * Row-major order (x outer, y inner) visits (x-1, y) and (x, y-1) before (x, y), so one task needs only the Y
  * right-going states of the previous row and a single down-going state: Y + 1 states of [DK, BV] (a block of BV
- * value columns; the columns of a state never mix). A task is one (batch, head, value block); it runs the requested
- * orientations one after the other and adds their outputs into its own slice of `out`, so tasks never share
- * memory they write. Orientation bit 0 flips X, bit 1 flips Y (recvision.ops.plstm2d.orient): a flipped axis is
- * walked backwards over the unflipped tensors, and no flipped copy is made.
+ * value columns; the columns of a state never mix). A task is one (orientation, batch, head, value block) and writes
+ * only its own slice of `out`, which has one output per orientation (the caller sums them), so tasks never share
+ * memory they write and the result does not depend on the number of threads. Orientation bit 0 flips X, bit 1 flips
+ * Y (recvision.ops.plstm2d.orient): a flipped axis is walked backwards over the unflipped tensors, and no flipped
+ * copy is made.
  *
- * Layouts (contiguous): q, k [B, X, Y, H, DK]; v, out [B, X, Y, H, DV]; gates [9, O, B, X, Y, H] in the order
- * source_r, source_d, trans_rl, trans_ru, trans_du, trans_dl, mark_l, mark_u, direct (GATE_NAMES); orient [O].
- * `out` is accumulated into (the caller zeroes it).
+ * Layouts (contiguous): q, k [B, X, Y, H, DK]; v [B, X, Y, H, DV]; gates [9, O, B, X, Y, H] in the order
+ * source_r, source_d, trans_rl, trans_ru, trans_du, trans_dl, mark_l, mark_u, direct (GATE_NAMES); orient [O];
+ * out [O, B, X, Y, H, DV], every element written.
  */
 #include <pthread.h>
 #include <stdint.h>
@@ -33,9 +34,16 @@
 #define MAX_THREADS 256
 
 /* one build serves every x86-64 CPU: GCC compiles the task loop for AVX-512, AVX2 and baseline x86-64 and picks
-   the version at load time */
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && defined(__linux__)
+   the version at load time (an ifunc: glibc only). The x86-64-v4 / v3 names need GCC 12; older GCCs get the
+   equivalent CPU names. */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && defined(__GLIBC__)
+#if __GNUC__ >= 12
 #define TARGET_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#elif __GNUC__ >= 6
+#define TARGET_CLONES __attribute__((target_clones("arch=skylake-avx512", "arch=haswell", "default")))
+#else
+#define TARGET_CLONES
+#endif
 #else
 #define TARGET_CLONES
 #endif
@@ -53,13 +61,15 @@
     TARGET_CLONES void plstm2d_task_##SUFFIX(const args_##SUFFIX *a, int64_t task, T *R, T *D) {                  \
         const int64_t X = a->X, Y = a->Y, H = a->H, DK = a->DK, DV = a->DV;                                      \
         const int64_t nvb = (DV + BV - 1) / BV;                                                                  \
-        const int64_t vb = task % nvb, h = (task / nvb) % H, b = task / (nvb * H);                               \
+        const int64_t vb = task % nvb, h = (task / nvb) % H, b = (task / (nvb * H)) % a->B;                      \
+        const int64_t oi = task / (nvb * H * a->B);                                                              \
         const int64_t j0 = vb * BV, bv = DV - j0 < BV ? DV - j0 : BV;                                            \
         const int64_t cells = a->B * X * Y * H, gs = a->O * cells; /* gs: stride between gate kinds */          \
         T vbuf[BV], acc[BV];                                                                                     \
-        for (int64_t oi = 0; oi < a->O; ++oi) {                                                                  \
+        {                                                                                                        \
             const int fx = a->orient[oi] & 1, fy = (a->orient[oi] >> 1) & 1;                                     \
             const T *g = a->gates + oi * cells;                                                                  \
+            T *out = a->out + oi * cells * DV;                                                                   \
             memset(R, 0, sizeof(T) * (size_t)(Y * DK * BV));                                                     \
             for (int64_t xs = 0; xs < X; ++xs) {                                                                 \
                 const int64_t x = fx ? X - 1 - xs : xs;                                                          \
@@ -90,8 +100,8 @@
                             Di[j] = tdu * d + tdl * r + cd * vbuf[j];                                            \
                         }                                                                                        \
                     }                                                                                            \
-                    T *oc = a->out + c * DV + j0;                                                                \
-                    for (int64_t j = 0; j < bv; ++j) oc[j] += acc[j] + direct * qk * vbuf[j];                    \
+                    T *oc = out + c * DV + j0;                                                                   \
+                    for (int64_t j = 0; j < bv; ++j) oc[j] = acc[j] + direct * qk * vbuf[j];                     \
                 }                                                                                                \
             }                                                                                                    \
         }                                                                                                        \
@@ -111,7 +121,7 @@
     int plstm2d_fused_recurrent_##SUFFIX(const T *q, const T *k, const T *v, const T *gates, T *out,            \
                                          const int32_t *orient, int64_t O, int64_t B, int64_t X, int64_t Y,     \
                                          int64_t H, int64_t DK, int64_t DV, double scale, int nthreads) {       \
-        const int64_t ntasks = B * H * ((DV + BV - 1) / BV);                                                     \
+        const int64_t ntasks = O * B * H * ((DV + BV - 1) / BV);                                                 \
         if (nthreads > MAX_THREADS) nthreads = MAX_THREADS;                                                      \
         if (nthreads > ntasks) nthreads = (int)ntasks;                                                           \
         if (nthreads < 1) nthreads = 1;                                                                          \
