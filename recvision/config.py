@@ -18,13 +18,15 @@ Triton is not installed (macOS, Windows, CPU-only Linux).
 Separately, *native CPU kernels* (C sources compiled on first use, :mod:`recvision.ops.utils.native`) serve
 inference on CPU tensors where an op has one (the 2-D pLSTM forward). :func:`use_native` allows them in backend
 ``"auto"`` only (``"torch"`` means the PyTorch implementations throughout) and while they are on: initially
-``RECVISION_NATIVE`` (``1``, the default, or ``0``), then :func:`set_native`.
+``RECVISION_NATIVE`` (``1``, the default, or ``0``; also true / false, yes / no, on / off; anything else warns and
+counts as ``1``), then :func:`set_native`.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import os
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -57,9 +59,13 @@ _BACKEND = _check("RECVISION_BACKEND", os.environ.get("RECVISION_BACKEND", "auto
 
 def _native_from_env() -> bool:
     value = os.environ.get("RECVISION_NATIVE", "1").strip().lower() or "1"
-    if value not in ("0", "1"):
-        raise ValueError(f"RECVISION_NATIVE must be 0 or 1, got {value!r}")
-    return value == "1"
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    # an optional accelerator: a typo must not stop `import recvision`
+    warnings.warn(f"RECVISION_NATIVE must be 0 or 1, got {value!r}; using 1", RuntimeWarning, stacklevel=2)
+    return True
 
 
 _NATIVE = _native_from_env()

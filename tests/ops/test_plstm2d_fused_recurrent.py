@@ -147,6 +147,8 @@ def test_bad_inputs_get_one_clear_line():
         fused_recurrent_plstm2d(q, k, v, **{n: t[:0] for n, t in gates.items()}, orientations=())
     with pytest.raises(ValueError, match=r"gate source_r must have shape \[B, X, Y, H\]"):
         fused_recurrent_plstm2d(q, k, v, **gates)  # [O, B, X, Y, H] gates need `orientations`
+    with pytest.raises(ValueError, match="num_threads must be >= 1; got 0"):
+        fused_recurrent_plstm2d(q, k, v, **gates, orientations=(0, 1), num_threads=0)
     leaf = q.clone().requires_grad_()
     with pytest.raises(RuntimeError, match="has no backward"):
         fused_recurrent_plstm2d(leaf, k, v, **gates, orientations=(0, 1))
@@ -210,10 +212,16 @@ def test_kernel_cache_and_missing_compiler(tmp_path):
         stamp = built[0].stat().st_mtime_ns
         again = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=full, timeout=300)
         assert again.stdout.strip() == "ok" and built[0].stat().st_mtime_ns == stamp  # reused, not rebuilt
-        # a damaged cached library is rebuilt
-        built[0].write_bytes(b"not a library")
-        third = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=full, timeout=300)
-        assert third.stdout.strip() == "ok", third.stderr
+        # a damaged cached library is never opened (it could crash the process) but rebuilt: garbage, a truncated
+        # file, one flipped byte in the code
+        good = built[0].read_bytes()
+        flipped = bytearray(good)
+        flipped[len(good) // 2] ^= 0xFF
+        for damaged in (b"not a library", good[: len(good) // 2], bytes(flipped)):
+            built[0].write_bytes(damaged)
+            run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=full, timeout=300)
+            assert run.returncode == 0 and run.stdout.strip() == "ok", run.stderr
+            assert built[0].read_bytes() == good
     no_cc = {**full, "CC": "", "PATH": str(tmp_path / "empty")}
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=no_cc, timeout=300)
     assert "no C compiler found" in done.stdout, done.stdout + done.stderr
@@ -237,11 +245,13 @@ def test_native_switch():
     assert not config.use_native(cpu, "torch") and not config.use_native(torch.zeros(1, device="meta"))
     with pytest.raises(ValueError, match="set_native expects True or False"):
         config.set_native(1)
-    bad = {**os.environ, "RECVISION_NATIVE": "yes"}
-    done = subprocess.run(
-        [sys.executable, "-c", "import recvision.config"], capture_output=True, text=True, env=bad, timeout=300
-    )
-    assert done.returncode != 0 and "RECVISION_NATIVE must be 0 or 1, got 'yes'" in done.stderr
+    script = "import recvision.config as c; print(c.native_enabled())"
+    for value, expected in (("off", "False"), ("TRUE", "True"), ("banana", "True")):
+        env = {**os.environ, "RECVISION_NATIVE": value}
+        done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
+        assert done.returncode == 0 and done.stdout.strip() == expected, done.stderr
+        # a typo warns (one line) instead of stopping the import
+        assert ("RECVISION_NATIVE must be 0 or 1, got 'banana'; using 1" in done.stderr) == (value == "banana")
 
 
 def test_a_failing_build_warns_once_and_falls_back(tmp_path, monkeypatch):
@@ -308,7 +318,8 @@ def test_untrusted_or_read_only_cache_builds_privately(tmp_path, monkeypatch):
     monkeypatch.setattr(native, "_LOADED", {})
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "private"))
     (tmp_path / "private").mkdir()
-    assert native.load_native(_KERNEL) is not None
+    with pytest.warns(RuntimeWarning, match="can be written by other users, so it is not used"):
+        assert native.load_native(_KERNEL) is not None
     assert not list((shared / "native").iterdir())
     assert not list((tmp_path / "private").iterdir())  # the private build folder is gone again
 
@@ -325,3 +336,18 @@ def test_compiler_problems_are_one_line(tmp_path, monkeypatch):
     with pytest.raises(RuntimeError, match=r"fakecc failed on fused_recurrent.c \(exit code 3\): fatal error: broken"):
         native._build(broken, native._compiler(), tmp_path / "x.so")
     assert not (tmp_path / "x.so").exists()
+
+
+def test_read_only_cache_with_a_damaged_library_builds_privately(tmp_path, monkeypatch):
+    if native._compiler_or_none() is None:
+        pytest.skip("no C compiler")
+    monkeypatch.setenv("RECVISION_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(native, "_LOADED", {})
+    name = native._library_name(_KERNEL, native._compiler())
+    (tmp_path / "native").mkdir(mode=0o700)
+    (tmp_path / "native" / name).write_bytes(b"\x7fELF damaged")
+    (tmp_path / "native" / (name + ".sha256")).write_text("0" * 64 + "\n")
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode: False if mode == os.W_OK else real_access(p, mode))
+    lib = native.load_native(_KERNEL)  # no warning: a read-only cache is expected
+    assert lib is not None and (tmp_path / "native" / name).read_bytes() == b"\x7fELF damaged"

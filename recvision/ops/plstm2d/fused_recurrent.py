@@ -2,11 +2,11 @@
 
 :func:`fused_recurrent_plstm2d` runs the recurrence of :func:`~recvision.ops.plstm2d.naive_plstm2d` in C
 (``csrc/fused_recurrent.c``, compiled on first use by :mod:`recvision.ops.utils.native`), one task per (orientation,
-batch, head, block of value columns), in row-major cell order. It needs ``8 DK DV`` multiply-adds per cell and head, the fewest of
-all forms (the chunked form spends about ``4 (bx + by) DK DV`` on its boundary states), and keeps only ``Y + 1``
-edge states per task, so it is the fastest CPU form for inference at every grid size we measured. It can also run
-several grid orientations in one call and sum them (what the pLSTM layer does), walking a flipped axis backwards
-instead of flipping copies of the inputs.
+batch, head, block of value columns), in row-major cell order. It needs ``8 DK DV`` multiply-adds per cell and head,
+the fewest of all forms (the chunked form spends about ``4 (bx + by) DK DV`` on its boundary states), and keeps only
+``Y + 1`` edge states per task, so it is the fastest CPU form for inference at every grid size we measured. It can
+also run several grid orientations in one call and sum them (what the pLSTM layer does), walking a flipped axis
+backwards instead of flipping copies of the inputs.
 
 Forward only: there is no backward. Training uses :func:`~recvision.ops.plstm2d.chunk_plstm2d`.
 """
@@ -136,7 +136,9 @@ def fused_recurrent_plstm2d(
     orient_codes = torch.tensor(codes, dtype=torch.int32)
     fn = lib.plstm2d_fused_recurrent_f64 if dtype == torch.float64 else lib.plstm2d_fused_recurrent_f32
     threads = torch.get_num_threads() if num_threads is None else operator.index(num_threads)
-    threads = min(max(threads, 1), _MAX_THREADS)
+    if threads < 1:
+        raise ValueError(f"fused_recurrent_plstm2d: num_threads must be >= 1; got {num_threads}")
+    threads = min(threads, _MAX_THREADS)
     status = fn(
         qc.data_ptr(), kc.data_ptr(), vc.data_ptr(), g.data_ptr(), out.data_ptr(), orient_codes.data_ptr(),
         len(codes), B, X, Y, H, DK, DV, scale, threads,

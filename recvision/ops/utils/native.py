@@ -5,9 +5,11 @@ PyTorch headers), so that building it takes a second with the system's C compile
 library is cached under ``$RECVISION_CACHE_DIR`` (default ``$XDG_CACHE_HOME/recvision`` or ``~/.cache/recvision``),
 in ``native/<name>-<hash>.so``; the hash covers the source, the compiler and its version, the flags and the platform,
 so an edited source or another compiler builds a new file. Builds are written atomically (a temporary beside the
-target, then a rename), so concurrent first uses never load a half-written library. A library is code: it is loaded
-from the cache only if the folder (created ``0700``) and the file are owned by the user and writable by nobody else;
-otherwise (a shared or read-only cache) each process builds into a private temporary folder.
+target, synced, then a rename), so concurrent first uses never load a half-written library, and a checksum file
+beside each library is checked before it is opened (a damaged library could load and crash the process; it is
+rebuilt). A library is code: it is loaded from the cache only if the folder (created ``0700``) and the files are
+owned by the user and writable by nobody else; otherwise (a shared or read-only cache) each process builds into a
+private temporary folder.
 
 Where no C compiler is found (``$CC``, ``cc``, ``gcc`` or ``clang``), on Windows, when the build fails, or when
 :func:`recvision.config.set_native` turned native kernels off (initially ``RECVISION_NATIVE=0``), :func:`load_native`
@@ -110,8 +112,13 @@ def _compiler_version(cc: list[str]) -> str:
     return done.stdout.strip().splitlines()[0] if done.stdout.strip() else ""
 
 
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
 def _build(kernel: NativeKernel, cc: list[str], target: Path) -> None:
-    """Compile ``kernel`` into ``target`` (atomically); raises ``RuntimeError`` with the compiler's first error."""
+    """Compile ``kernel`` into ``target`` and write its checksum beside it (``target.sha256``), each atomically and
+    synced to disk; raises ``RuntimeError`` with the compiler's first error."""
     name = Path(cc[0]).name
 
     def compile_to(tmp: str) -> None:
@@ -125,10 +132,35 @@ def _build(kernel: NativeKernel, cc: list[str], target: Path) -> None:
             errors = [line.strip() for line in output.splitlines() if "error" in line.lower()]
             first = errors[0] if errors else " ".join(output.split())[:200] or "no message"
             raise RuntimeError(f"{name} failed on {kernel.source.name} (exit code {done.returncode}): {first}")
+        if os.path.getsize(tmp) == 0:
+            raise RuntimeError(f"{name} wrote no library for {kernel.source.name}")
+        _sync(tmp)
 
     atomic_write(target, compile_to, suffix=".so")
     # only the owner may change a library this process will execute (atomic_write applies the umask)
     os.chmod(target, 0o644)
+    digest = _sha256(target)
+
+    def write_digest(tmp: str) -> None:
+        Path(tmp).write_text(digest + "\n")
+        _sync(tmp)
+
+    atomic_write(_digest_path(target), write_digest)
+    os.chmod(_digest_path(target), 0o644)
+
+
+def _sync(path: str) -> None:
+    # a rename after a crash may otherwise expose a file whose blocks were never written (zeros): it would load and
+    # crash the process, so the data reach the disk before the rename
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _digest_path(path: Path) -> Path:
+    return path.with_name(path.name + ".sha256")
 
 
 def _library_name(kernel: NativeKernel, cc: list[str]) -> str:
@@ -156,6 +188,20 @@ def _open(path: Path) -> ctypes.CDLL:
         raise RuntimeError(f"the compiled kernel {path} cannot be loaded: {err}") from None
 
 
+def _open_cached(path: Path) -> ctypes.CDLL | None:
+    """The cached library at ``path`` if it and its checksum file are ours alone and the checksum matches, else
+    ``None``. A damaged library may load and then crash the process, so it is never opened unverified."""
+    digest = _digest_path(path)
+    if not (_trusted(path) and _trusted(digest)):
+        return None
+    try:
+        if digest.read_text().strip() != _sha256(path):
+            return None
+        return _open(path)
+    except (OSError, RuntimeError, UnicodeDecodeError):
+        return None
+
+
 def _load(kernel: NativeKernel) -> ctypes.CDLL:
     if sys.platform.startswith("win"):
         raise _NotBuildable("native CPU kernels are not built on Windows")
@@ -164,19 +210,23 @@ def _load(kernel: NativeKernel) -> ctypes.CDLL:
     try:
         folder.mkdir(mode=0o700, parents=True, exist_ok=True)
     except OSError:
-        pass  # a read-only home: checked below
+        pass  # a read-only home: a private build below
     path = folder / _library_name(kernel, cc)
     lib = None
     if _trusted(folder):
-        if path.exists() and _trusted(path):
-            try:
-                lib = _open(path)
-            except RuntimeError:
-                # a damaged cached file (e.g. from a full disk): rebuilt below if the folder is writable
-                path.unlink(missing_ok=True)
+        lib = _open_cached(path)
         if lib is None and os.access(folder, os.W_OK):
-            _build(kernel, cc, path)
-            lib = _open(path)
+            try:
+                _build(kernel, cc, path)  # replaces a missing, foreign or damaged file
+            except OSError:
+                pass  # e.g. a full disk: a private build below
+            else:
+                lib = _open(path)
+    elif folder.is_dir():
+        _warn_once(
+            f"recvision: the kernel cache {folder} can be written by other users, so it is not used; every process "
+            f"builds {kernel.name} privately (chmod go-w {folder} to cache it)"
+        )
     if lib is None:
         # no usable cache (read-only, or a folder others can write to): build in a private folder of this process;
         # the library stays mapped after its file is removed
@@ -193,6 +243,15 @@ def _load(kernel: NativeKernel) -> ctypes.CDLL:
             raise RuntimeError(f"the compiled kernel {path.name} has no symbol {symbol}") from None
         fn.argtypes, fn.restype = argtypes, restype
     return lib
+
+
+_WARNED: set[str] = set()
+
+
+def _warn_once(message: str) -> None:
+    if message not in _WARNED:
+        _WARNED.add(message)
+        warnings.warn(message, RuntimeWarning, stacklevel=4)
 
 
 def load_native(kernel: NativeKernel) -> ctypes.CDLL | None:
@@ -216,11 +275,7 @@ def load_native(kernel: NativeKernel) -> ctypes.CDLL | None:
                 _LOADED[kernel.name] = None
                 _PROBLEMS[kernel.name] = str(err)
                 if not isinstance(err, _NotBuildable):
-                    warnings.warn(
-                        f"recvision: native kernel {kernel.name} unavailable ({err}); running the PyTorch forms",
-                        RuntimeWarning,
-                        stacklevel=2,
-                    )
+                    _warn_once(f"recvision: native kernel {kernel.name} unavailable ({err}); running the PyTorch forms")
         return _LOADED[kernel.name]
 
 
