@@ -52,7 +52,7 @@ are written after every run and a second call with the same protocol skips the r
 benchmark resumes where it stopped (per-run progress in ``<json stem>.runs/``, curves in ``<json stem>.curves.csv``).
 Usage::
 
-    python benchmarks/arrow_pointing.py --json results/ape_cpu.json   # the README table: 4 models x 3 seeds
+    python benchmarks/arrow_pointing.py --json results/ape_cpu.json --seeds 0 1 2 3 4   # the README table
     # the paper's protocol (Tiny models, 192 -> 384 px, full geometry, 39k updates of 128) on one GPU:
     python benchmarks/arrow_pointing.py --device cuda --jobs 1 --scale 1 --arrow-scale 1 --stem-layers 0 \
         --plstm-pool corners --train-size 192 --test-sizes 192 384 --embed-dim 192 --depth 12 --heads 3 \
