@@ -120,6 +120,12 @@ def _stack_orientations(per_orientation: list[torch.Tensor]) -> torch.Tensor:
     return torch.cat([orient(t, o) for o, t in enumerate(per_orientation)], dim=0)
 
 
+def _direct_in_first_orientation(direct: torch.Tensor) -> torch.Tensor:
+    """The direct gate of every cell ``direct [...]`` -> ``[4, ...]`` per orientation: the direct term is shared by the
+    orientations, so it is counted once, in orientation 0, and the other three get zeros."""
+    return torch.stack([direct, *[direct.new_zeros(()).expand(direct.shape)] * 3])
+
+
 def _flip_grid(t: torch.Tensor, orientation: int, x_dims: tuple[int, ...], y_dims: tuple[int, ...]) -> torch.Tensor:
     """Put ``t`` in grid ``orientation`` (0: as is, 1: X flipped, 2: Y flipped, 3: both) by flipping the listed
     X and Y axes; its own inverse. Same convention as :func:`~recvision.ops.plstm2d.orient`."""
@@ -353,10 +359,8 @@ class PLSTM2D(nn.Module):
         # [B, X, Y, K, 4, H] -> K tensors [4 B, X, Y, H], orientation o flipped into place
         stacked = _stack_orientations(list(kinds.movedim(4, 0))).view(4, B, X, Y, -1, H)
         stacked = stacked.movedim(4, 0).reshape(-1, 4 * B, X, Y, H).unbind(0)
-        # the direct term is shared by the orientations: counted once, in orientation 0
-        direct = torch.sigmoid(self.direct_bias).to(v.dtype).expand(B, X, Y, H)
-        direct = torch.cat([direct, direct.new_zeros(3 * B, X, Y, H)], dim=0)
-        gates = self._cell_gates(list(stacked), direct)
+        direct = _direct_in_first_orientation(torch.sigmoid(self.direct_bias).to(v.dtype).expand(B, X, Y, H))
+        gates = self._cell_gates(list(stacked), direct.flatten(0, 1))
         heads_per_call = self._heads_per_call(q)
         if heads_per_call is None:
             qkv4 = [_stack_orientations([t] * 4) for t in (q, k, v)]
@@ -382,9 +386,7 @@ class PLSTM2D(nn.Module):
         backwards, so the gates stay on the image grid and nothing is flipped."""
         B, X, Y, H, _ = v.shape
         per_kind = list(kinds.permute(3, 4, 0, 1, 2, 5).unbind(0))  # K x [4, B, X, Y, H]
-        # the direct term is shared by the orientations: counted once, in orientation 0
-        direct = torch.sigmoid(self.direct_bias).to(v.dtype).expand(B, X, Y, H)
-        direct = torch.stack([direct, *[direct.new_zeros(()).expand(B, X, Y, H)] * 3])
+        direct = _direct_in_first_orientation(torch.sigmoid(self.direct_bias).to(v.dtype).expand(B, X, Y, H))
         gates = self._cell_gates(per_kind, direct)
         return fused_recurrent_plstm2d(q, k, v, **gates, orientations=(0, 1, 2, 3))
 
@@ -403,7 +405,7 @@ class PLSTM2D(nn.Module):
         oriented = torch.stack([_flip_grid(per_o[o], o, (-2,), (-1,)) for o in range(4)])
         n = 4 * B * H
         direct = torch.sigmoid(self.direct_bias).to(ct)[None, :, None, None].expand(B, H, X, Y)
-        direct = torch.stack([direct] + [direct.new_zeros(()).expand(B, H, X, Y)] * 3).reshape(n, X, Y)
+        direct = _direct_in_first_orientation(direct).reshape(n, X, Y)
         gates = self._cell_gates(list(oriented.reshape(n, -1, X, Y).unbind(1)), direct)
         g = scan_plstm2d_blocks(gates, X, Y, boundary=False).g.view(4, B, H, X, Y, X, Y)
         gsum = g[0] + _flip_grid(g[1], 1, (2, 4), (3, 5))
